@@ -1,0 +1,317 @@
+//! The command line: `serve`, `check`, `sign`, `send`, with the spec's exit
+//! codes (0 ok, 2 bad usage — clap's own, 78 bad configuration, 1 other).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http::{header, HeaderValue, Method, Request};
+use http_body_util::Full;
+
+use crate::client::{self, Trust};
+use crate::config::ConfigErrors;
+use crate::secret::Secret;
+use crate::state::{self, Loaded};
+use crate::{signature, telemetry, Hookgate, Listeners};
+
+/// EX_CONFIG from sysexits.h.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// hookgate: verifies Cool Popup webhooks and forwards only authentic ones.
+#[derive(Debug, Parser)]
+#[command(name = "hookgate", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar.
+    Serve {
+        /// Config file [default: $HOOKGATE_CONFIG, else config.toml].
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Load and validate the config, read every secret and certificate, and
+    /// print the effective config (secrets redacted). Exit 0 if usable.
+    Check {
+        /// Config file [default: $HOOKGATE_CONFIG, else config.toml].
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the signature (lowercase hex HMAC-SHA256) of a body.
+    Sign {
+        /// File holding the webhook secret (trailing whitespace trimmed).
+        #[arg(long, value_name = "F")]
+        secret_file: PathBuf,
+        /// The body; stdin if omitted.
+        #[arg(value_name = "BODY_FILE")]
+        body_file: Option<PathBuf>,
+    },
+    /// Sign and POST a sample (or given) event; print the status and the
+    /// response body. Exits 0 on HTTP 200, 1 otherwise.
+    Send {
+        /// Where to send it, e.g. https://localhost:8443/webhooks/coolpopup
+        url: String,
+        /// File holding the webhook secret.
+        #[arg(long, value_name = "F")]
+        secret_file: PathBuf,
+        /// Which sample event to send.
+        #[arg(long, value_name = "E", default_value = "popup.converted",
+              value_parser = ["popup.shown", "popup.clicked", "popup.converted", "popup.closed"])]
+        event: String,
+        /// Send this file's bytes instead of a sample event.
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// Trust this PEM certificate (CA or the server's own).
+        #[arg(long, value_name = "PEM", conflicts_with = "insecure")]
+        cacert: Option<PathBuf>,
+        /// Do not verify the server certificate (development only).
+        #[arg(long)]
+        insecure: bool,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve { config } => serve(config.as_deref()),
+        Command::Check { config } => check(config.as_deref()),
+        Command::Sign {
+            secret_file,
+            body_file,
+        } => sign(&secret_file, body_file.as_deref()),
+        Command::Send {
+            url,
+            secret_file,
+            event,
+            body,
+            cacert,
+            insecure,
+        } => {
+            let trust = match (cacert, insecure) {
+                (Some(path), _) => match Trust::from_file(&path) {
+                    Ok(t) => t,
+                    Err(e) => return fail(format!("cannot read {}: {e}", path.display())),
+                },
+                (None, true) => Trust::Insecure,
+                (None, false) => Trust::WebPki,
+            };
+            send(&url, &secret_file, &event, body.as_deref(), trust)
+        }
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "hookgate: {message}");
+    ExitCode::FAILURE
+}
+
+fn config_fail(errors: &ConfigErrors) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "hookgate: {errors}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn load(path: Option<&Path>) -> Result<Loaded, ExitCode> {
+    let path = crate::config::Config::path_from(path);
+    state::load_all(&path).map_err(|e| config_fail(&e))
+}
+
+fn serve(path: Option<&Path>) -> ExitCode {
+    let loaded = match load(path) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    telemetry::init(&loaded.config.log);
+    if let Some(pem) = &loaded.tls.dev_cert_pem {
+        tracing::warn!(
+            "server.tls.self_signed = true: serving a throwaway self-signed certificate for localhost. \
+             DEVELOPMENT ONLY: never use this in production"
+        );
+        tracing::debug!(cert = %pem, "development certificate");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let listeners = match Listeners::bind(&loaded.config).await {
+            Ok(l) => l,
+            Err(e) => return fail(e),
+        };
+        let hookgate = match Hookgate::new(loaded) {
+            Ok(h) => h,
+            Err(e) => return fail(e),
+        };
+        let reloader = hookgate.reloader();
+        let sighup = tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP; reload only by polling");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading certificate and secrets");
+                let r = reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            }
+        });
+        hookgate.run(listeners, shutdown_signal()).await;
+        sighup.abort();
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+    }
+}
+
+fn check(path: Option<&Path>) -> ExitCode {
+    let loaded = match load(path) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let toml = match toml::to_string_pretty(&loaded.config) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("cannot print the config: {e}")),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "# effective configuration (defaults, file, environment)\n{toml}");
+    let _ = writeln!(out, "# loaded material");
+    match &loaded.tls.files {
+        Some((cert, _)) => {
+            let _ = writeln!(out, "# tls: certificate from {} (key matches)", cert.display());
+        }
+        None => {
+            let _ = writeln!(out, "# tls: self-signed development certificate (never in production)");
+        }
+    }
+    for route in loaded.routes.iter() {
+        let secrets = route.secrets();
+        let origins: Vec<&str> = secrets.secrets.iter().map(Secret::origin).collect();
+        let _ = writeln!(
+            out,
+            "# route {} {} -> {}: {} secret(s) [redacted] from {}",
+            route.name,
+            route.path,
+            route.upstream_path,
+            secrets.secrets.len(),
+            origins.join(", ")
+        );
+    }
+    let _ = writeln!(out, "# configuration OK");
+    ExitCode::SUCCESS
+}
+
+fn read_secret(path: &Path) -> Result<Secret, String> {
+    let raw = std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    Secret::new(&raw, path.display().to_string()).map_err(|e| format!("secret file {}: {e}", path.display()))
+}
+
+fn read_body(path: Option<&Path>) -> Result<Vec<u8>, String> {
+    match path {
+        Some(p) => std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())),
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+            Ok(buf)
+        }
+    }
+}
+
+fn sign(secret_file: &Path, body_file: Option<&Path>) -> ExitCode {
+    let secret = match read_secret(secret_file) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let body = match read_body(body_file) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let _ = writeln!(std::io::stdout(), "{}", signature::sign_hex(&body, &secret));
+    ExitCode::SUCCESS
+}
+
+/// A sample body for `event`, timestamped now.
+pub fn sample_event(event: &str) -> Vec<u8> {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "2026-04-26T12:00:00Z".to_owned());
+    let mut doc = serde_json::json!({
+        "event": event,
+        "campaign_id": "camp_hookgate_sample",
+        "campaign_name": "hookgate send sample",
+        "timestamp": now,
+        "page_url": "https://example.com/landing",
+    });
+    if event == "popup.converted" {
+        doc["visitor"] = serde_json::json!({
+            "email": "visitor@example.com",
+            "fields": { "name": "Sample Visitor", "newsletter": true }
+        });
+    }
+    serde_json::to_vec(&doc).unwrap_or_default()
+}
+
+fn send(url: &str, secret_file: &Path, event: &str, body_file: Option<&Path>, trust: Trust) -> ExitCode {
+    let secret = match read_secret(secret_file) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let body = match body_file {
+        Some(_) => match read_body(body_file) {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        },
+        None => sample_event(event),
+    };
+    let signature = signature::sign_hex(&body, &secret);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::USER_AGENT, concat!("hookgate-send/", env!("CARGO_PKG_VERSION")))
+        .header("x-coolpopup-signature", HeaderValue::from_str(&signature).unwrap_or(HeaderValue::from_static("")))
+        .body(Full::new(Bytes::from(body)));
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return fail(format!("invalid URL {url:?}: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(client::send(request, &trust)) {
+        Ok(response) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", response.status());
+            let _ = out.write_all(response.body());
+            if !response.body().ends_with(b"\n") {
+                let _ = writeln!(out);
+            }
+            if response.status() == http::StatusCode::OK {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => fail(e),
+    }
+}

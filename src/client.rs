@@ -1,0 +1,174 @@
+//! A small HTTPS client for `hookgate send` (and the tests): one request on
+//! a fresh TLS connection, HTTP/1.1 or HTTP/2 by ALPN.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Which server certificates to trust.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// The public web PKI (Mozilla's roots).
+    WebPki,
+    /// Only the certificates in this PEM (a CA or the server's own).
+    Pem(Vec<u8>),
+    /// Anything: development only (`--insecure`).
+    Insecure,
+}
+
+impl Trust {
+    /// Trust the PEM file at `path`.
+    pub fn from_file(path: &Path) -> std::io::Result<Self> {
+        std::fs::read(path).map(Self::Pem)
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Bad URL.
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// Bad trust material.
+    #[error("cannot use the CA certificate: {0}")]
+    Trust(String),
+    /// Connecting, TLS or HTTP failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A rustls client config for `trust`, offering `alpn`.
+pub fn tls_config(trust: &Trust, alpn: &[&[u8]]) -> Result<ClientConfig, ClientError> {
+    let provider = crate::tls::provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Trust(e.to_string()))?;
+    let mut config = match trust {
+        Trust::WebPki => {
+            let roots = RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Pem(pem) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| ClientError::Trust(e.to_string()))?;
+                roots.add(cert).map_err(|e| ClientError::Trust(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(ClientError::Trust("no PEM certificate found".to_owned()));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// Sends `req` (an absolute `https://` URI) on a new connection and reads
+/// the whole answer. Uses HTTP/2 if the server picks it.
+pub async fn send(req: Request<Full<Bytes>>, trust: &Trust) -> Result<Response<Bytes>, ClientError> {
+    let uri = req.uri().clone();
+    if uri.scheme_str() != Some("https") {
+        return Err(ClientError::Url("only https:// URLs are supported".to_owned()));
+    }
+    let host = uri.host().ok_or_else(|| ClientError::Url("no host".to_owned()))?;
+    let port = uri.port_u16().unwrap_or(443);
+    let name = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let server_name = ServerName::try_from(name.clone()).map_err(|e| ClientError::Url(e.to_string()))?;
+    let config = tls_config(trust, &[b"h2", b"http/1.1"])?;
+    let tcp = TcpStream::connect((name.as_str(), port))
+        .await
+        .map_err(|e| ClientError::Io(format!("cannot connect to {name}:{port}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| ClientError::Io(format!("TLS handshake failed: {e}")))?;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    let io_err = |e: hyper::Error| ClientError::Io(e.to_string());
+    let response = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(io_err)?;
+        tokio::spawn(conn);
+        sender.send_request(req).await.map_err(io_err)?
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(io_err)?;
+        tokio::spawn(conn);
+        let mut req = req;
+        if !req.headers().contains_key(http::header::HOST) {
+            if let Some(authority) = uri.authority() {
+                if let Ok(v) = http::HeaderValue::from_str(authority.as_str()) {
+                    req.headers_mut().insert(http::header::HOST, v);
+                }
+            }
+        }
+        // HTTP/1.1 wants origin-form.
+        if let Some(pq) = uri.path_and_query() {
+            if let Ok(origin) = pq.as_str().parse() {
+                *req.uri_mut() = origin;
+            }
+        }
+        sender.send_request(req).await.map_err(io_err)?
+    };
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(io_err)?.to_bytes();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Accepts any certificate but still checks the handshake signatures, so the
+/// connection is encrypted, just not authenticated. For `--insecure` only.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

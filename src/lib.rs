@@ -1,0 +1,196 @@
+//! hookgate: a webhook verification sidecar for Cool Popup.
+//!
+//! It terminates HTTPS, checks the HMAC-SHA256 signature over the raw body,
+//! validates the event against the Cool Popup schema, and forwards only
+//! authentic, well-formed events to the app on localhost, byte for byte,
+//! with normalized headers. The contract is `SPEC.md` in the shared folder;
+//! the README documents everything beyond it.
+//!
+//! The library holds all the logic so tests drive it over real sockets:
+//! [`Hookgate::run`] takes already-bound listeners and a shutdown future.
+
+pub mod admin;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod metrics;
+pub mod payload;
+pub mod pipeline;
+pub mod reload;
+pub mod secret;
+pub mod server;
+pub mod signature;
+pub mod state;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::AdminState;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::pipeline::App;
+use crate::reload::Reloader;
+use crate::server::Shared;
+use crate::state::Loaded;
+use crate::upstream::Upstream;
+
+/// The two listeners, bound by the caller (tests bind `127.0.0.1:0`).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The public HTTPS listener.
+    pub public: TcpListener,
+    /// The admin plain-HTTP listener.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses of a config.
+    pub async fn bind(config: &config::Config) -> std::io::Result<Self> {
+        let public = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| with_addr(e, "server.listen", config.server.listen))?;
+        let admin = TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(|e| with_addr(e, "admin.listen", config.admin.listen))?;
+        Ok(Self { public, admin })
+    }
+}
+
+fn with_addr(e: std::io::Error, key: &str, addr: std::net::SocketAddr) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}"))
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The upstream URL is unusable.
+    #[error(transparent)]
+    Upstream(#[from] upstream::BadUpstreamUrl),
+    /// The TLS config could not be built.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A ready-to-run sidecar.
+pub struct Hookgate {
+    app: Arc<App>,
+    reloader: Arc<Reloader>,
+    ready: Arc<AtomicBool>,
+    acceptor: TlsAcceptor,
+    server: ServerConfig,
+    reload_interval: Duration,
+}
+
+impl std::fmt::Debug for Hookgate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hookgate").field("app", &self.app).finish_non_exhaustive()
+    }
+}
+
+impl Hookgate {
+    /// Builds the sidecar from loaded material; binds nothing.
+    pub fn new(loaded: Loaded) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let upstream = Upstream::new(&loaded.config.upstream)?;
+        let tls_config = tls::server_config(&loaded.config.server.tls, loaded.tls.store.clone())?;
+        let reloader = Arc::new(Reloader::new(loaded.routes.clone(), &loaded.tls, metrics.clone()));
+        let app = Arc::new(App {
+            routes: loaded.routes,
+            upstream,
+            metrics,
+            max_body_bytes: loaded.config.server.max_body_bytes,
+            body_read_timeout: loaded.config.server.body_read_timeout,
+        });
+        Ok(Self {
+            app,
+            reloader,
+            ready: Arc::new(AtomicBool::new(false)),
+            acceptor: TlsAcceptor::from(Arc::new(tls_config)),
+            server: loaded.config.server,
+            reload_interval: loaded.config.reload.interval,
+        })
+    }
+
+    /// The reloader, for SIGHUP.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
+    }
+
+    /// The metrics registry (tests read it).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.app.metrics.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503 at
+    /// once, the listener keeps accepting for `drain_delay`, then closes, and
+    /// in-flight requests get `shutdown_grace` to finish.
+    pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+        let admin = tokio::spawn(admin::serve(
+            listeners.admin,
+            AdminState {
+                ready: self.ready.clone(),
+                metrics: self.app.metrics.clone(),
+            },
+        ));
+        let poller = (!self.reload_interval.is_zero()).then(|| {
+            let reloader = self.reloader.clone();
+            let interval = self.reload_interval;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let r = reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+                }
+            })
+        });
+        let shared = Arc::new(Shared {
+            app: self.app.clone(),
+            acceptor: self.acceptor.clone(),
+            builder: server::http_builder(&self.server),
+            handshake_timeout: self.server.handshake_timeout,
+        });
+        let graceful = GracefulShutdown::new();
+        let ready = self.ready.clone();
+        let drain_delay = self.server.drain_delay;
+        let stop = async move {
+            shutdown.await;
+            ready.store(false, Ordering::Release);
+            tracing::info!(drain_delay_ms = drain_delay.as_millis() as u64, "shutdown requested; draining");
+            tokio::time::sleep(drain_delay).await;
+        };
+        self.ready.store(true, Ordering::Release);
+        tracing::info!(
+            listen = %listeners.public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "hookgate ready"
+        );
+        server::accept_loop(&listeners.public, shared, self.server.max_connections, &graceful, stop).await;
+        drop(listeners.public);
+        let open = graceful.count();
+        tracing::info!(open_connections = open, "listener closed; finishing in-flight requests");
+        if tokio::time::timeout(self.server.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown_grace elapsed with connections still open; closing them");
+        }
+        if let Some(p) = poller {
+            p.abort();
+        }
+        admin.abort();
+        tracing::info!("hookgate stopped");
+    }
+}

@@ -1,0 +1,613 @@
+//! The Cool Popup event schema, checked in one pass over the body.
+//!
+//! A typed, borrowing walk with serde: no `serde_json::Value` tree is built.
+//! Every object at every depth is checked for duplicate keys (serde_json
+//! alone would keep the last), strings must be valid UTF-8 without lone
+//! surrogates, and nesting is bounded by serde_json's recursion limit. Every
+//! schema violation is collected with its JSON-pointer path; none is
+//! reported with the offending value, so no visitor email or form field can
+//! leak into an error body or a log line.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// The four event kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// `popup.shown`
+    Shown,
+    /// `popup.clicked`
+    Clicked,
+    /// `popup.converted`
+    Converted,
+    /// `popup.closed`
+    Closed,
+}
+
+impl EventKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shown => "popup.shown",
+            Self::Clicked => "popup.clicked",
+            Self::Converted => "popup.converted",
+            Self::Closed => "popup.closed",
+        }
+    }
+
+    /// From the wire name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "popup.shown" => Some(Self::Shown),
+            "popup.clicked" => Some(Self::Clicked),
+            "popup.converted" => Some(Self::Converted),
+            "popup.closed" => Some(Self::Closed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the rest of the pipeline needs from a valid event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// The event kind.
+    pub kind: EventKind,
+    /// The campaign id (non-empty, no control characters: it becomes a header).
+    pub campaign_id: Cow<'a, str>,
+}
+
+/// One schema violation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// JSON pointer (RFC 6901) to the offending value, or where a missing one belongs.
+    pub path: String,
+    /// What is wrong, without repeating the value.
+    pub message: &'static str,
+}
+
+/// Why a body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadError {
+    /// Not valid UTF-8 JSON, or an object with a duplicate key (400).
+    InvalidJson(String),
+    /// Valid JSON that breaks the schema (422); every violation is listed.
+    Invalid(Vec<Violation>),
+}
+
+/// Parses and checks a body against the schema.
+pub fn validate(body: &[u8]) -> Result<Event<'_>, PayloadError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut top = TopLevel::default();
+    let shape = Walk { handler: &mut top }
+        .deserialize(&mut de)
+        .and_then(|shape| de.end().map(|()| shape))
+        .map_err(|e| PayloadError::InvalidJson(json_error_message(&e)))?;
+    if !matches!(shape, Shape::Object) {
+        return Err(PayloadError::Invalid(vec![Violation {
+            path: String::new(),
+            message: "the body must be a JSON object",
+        }]));
+    }
+    top.check()
+}
+
+/// serde_json's message names the problem and its position, never content
+/// (our visitors accept every type, so no "invalid type: string \"...\"").
+fn json_error_message(e: &serde_json::Error) -> String {
+    e.to_string()
+}
+
+/// The JSON type of a walked value, keeping strings.
+#[derive(Debug, Clone, PartialEq)]
+enum Shape<'de> {
+    Null,
+    Bool,
+    Number,
+    Str(Cow<'de, str>),
+    Array { scalars_only: bool },
+    Object,
+}
+
+impl Shape<'_> {
+    fn is_scalar(&self) -> bool {
+        matches!(self, Shape::Null | Shape::Bool | Shape::Number | Shape::Str(_))
+    }
+}
+
+/// Receives the entries of an object, each exactly once, and must consume
+/// the value with `map.next_value_seed`.
+trait Entries<'de> {
+    fn entry<A: MapAccess<'de>>(&mut self, key: Cow<'de, str>, map: &mut A) -> Result<(), A::Error>;
+}
+
+/// Walks any JSON value; objects are handed entry by entry to `handler`.
+struct Walk<'h, H> {
+    handler: &'h mut H,
+}
+
+/// Walks and discards (still checking duplicates and UTF-8 below it).
+struct Ignore;
+
+impl<'de> Entries<'de> for Ignore {
+    fn entry<A: MapAccess<'de>>(&mut self, _key: Cow<'de, str>, map: &mut A) -> Result<(), A::Error> {
+        map.next_value_seed(Walk { handler: &mut Ignore }).map(drop)
+    }
+}
+
+impl<'de, H: Entries<'de>> DeserializeSeed<'de> for Walk<'_, H> {
+    type Value = Shape<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, H: Entries<'de>> Visitor<'de> for Walk<'_, H> {
+    type Value = Shape<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Shape::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Shape::Bool)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Shape::Number)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Shape::Number)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Shape::Number)
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Shape::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Shape::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Shape::Str(Cow::Owned(v)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut scalars_only = true;
+        while let Some(item) = seq.next_element_seed(Walk { handler: &mut Ignore })? {
+            scalars_only &= item.is_scalar();
+        }
+        Ok(Shape::Array { scalars_only })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = KeySet::default();
+        while let Some(Key(key)) = map.next_key()? {
+            if !seen.insert(&key) {
+                return Err(de::Error::custom("duplicate key in object"));
+            }
+            self.handler.entry(key, &mut map)?;
+        }
+        Ok(Shape::Object)
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The keys of one object, to find duplicates. Objects in webhooks are
+/// small: a linear scan up to a few dozen keys, a hash set beyond.
+#[derive(Default)]
+struct KeySet {
+    small: Vec<String>,
+    large: Option<std::collections::HashSet<String>>,
+}
+
+impl KeySet {
+    const SMALL: usize = 32;
+
+    fn insert(&mut self, key: &str) -> bool {
+        if let Some(set) = &mut self.large {
+            return set.insert(key.to_owned());
+        }
+        if self.small.iter().any(|k| k == key) {
+            return false;
+        }
+        self.small.push(key.to_owned());
+        if self.small.len() > Self::SMALL {
+            self.large = Some(self.small.drain(..).collect());
+        }
+        true
+    }
+}
+
+/// The top-level object's known fields, as walked.
+#[derive(Default)]
+struct TopLevel<'de> {
+    event: Option<Shape<'de>>,
+    campaign_id: Option<Shape<'de>>,
+    campaign_name: Option<Shape<'de>>,
+    timestamp: Option<Shape<'de>>,
+    page_url: Option<Shape<'de>>,
+    visitor: Option<(Shape<'de>, VisitorObject<'de>)>,
+}
+
+impl<'de> Entries<'de> for TopLevel<'de> {
+    fn entry<A: MapAccess<'de>>(&mut self, key: Cow<'de, str>, map: &mut A) -> Result<(), A::Error> {
+        let slot = match key.as_ref() {
+            "event" => &mut self.event,
+            "campaign_id" => &mut self.campaign_id,
+            "campaign_name" => &mut self.campaign_name,
+            "timestamp" => &mut self.timestamp,
+            "page_url" => &mut self.page_url,
+            "visitor" => {
+                let mut visitor = VisitorObject::default();
+                let shape = map.next_value_seed(Walk { handler: &mut visitor })?;
+                self.visitor = Some((shape, visitor));
+                return Ok(());
+            }
+            _ => return map.next_value_seed(Walk { handler: &mut Ignore }).map(drop),
+        };
+        *slot = Some(map.next_value_seed(Walk { handler: &mut Ignore })?);
+        Ok(())
+    }
+}
+
+/// `visitor`'s known fields.
+#[derive(Default)]
+struct VisitorObject<'de> {
+    email: Option<Shape<'de>>,
+    fields: Option<(Shape<'de>, Fields)>,
+}
+
+impl<'de> Entries<'de> for VisitorObject<'de> {
+    fn entry<A: MapAccess<'de>>(&mut self, key: Cow<'de, str>, map: &mut A) -> Result<(), A::Error> {
+        match key.as_ref() {
+            "email" => self.email = Some(map.next_value_seed(Walk { handler: &mut Ignore })?),
+            "fields" => {
+                let mut fields = Fields::default();
+                let shape = map.next_value_seed(Walk { handler: &mut fields })?;
+                self.fields = Some((shape, fields));
+            }
+            _ => map.next_value_seed(Walk { handler: &mut Ignore }).map(drop)?,
+        }
+        Ok(())
+    }
+}
+
+/// `visitor.fields`: collects the pointers of values that are not allowed.
+#[derive(Default)]
+struct Fields {
+    bad: Vec<String>,
+}
+
+impl<'de> Entries<'de> for Fields {
+    fn entry<A: MapAccess<'de>>(&mut self, key: Cow<'de, str>, map: &mut A) -> Result<(), A::Error> {
+        let value = map.next_value_seed(Walk { handler: &mut Ignore })?;
+        let ok = value.is_scalar() || matches!(value, Shape::Array { scalars_only: true });
+        if !ok {
+            self.bad.push(format!("/visitor/fields/{}", pointer_token(&key)));
+        }
+        Ok(())
+    }
+}
+
+/// RFC 6901: `~` is written `~0` and `/` is written `~1`.
+fn pointer_token(key: &str) -> Cow<'_, str> {
+    if key.contains(['~', '/']) {
+        Cow::Owned(key.replace('~', "~0").replace('/', "~1"))
+    } else {
+        Cow::Borrowed(key)
+    }
+}
+
+const MUST_BE_STRING: &str = "must be a string";
+const REQUIRED: &str = "is required";
+
+fn violation(out: &mut Vec<Violation>, path: &str, message: &'static str) {
+    out.push(Violation {
+        path: path.to_owned(),
+        message,
+    });
+}
+
+/// A required string field: reports missing / wrong type, returns the string.
+fn required_str<'a, 'de>(
+    out: &mut Vec<Violation>,
+    path: &str,
+    shape: &'a Option<Shape<'de>>,
+) -> Option<&'a Cow<'de, str>> {
+    match shape {
+        None => {
+            violation(out, path, REQUIRED);
+            None
+        }
+        Some(Shape::Str(s)) => Some(s),
+        Some(_) => {
+            violation(out, path, MUST_BE_STRING);
+            None
+        }
+    }
+}
+
+impl<'de> TopLevel<'de> {
+    fn check(self) -> Result<Event<'de>, PayloadError> {
+        let mut out = Vec::new();
+        let kind = required_str(&mut out, "/event", &self.event).and_then(|name| {
+            let kind = EventKind::from_name(name);
+            if kind.is_none() {
+                violation(
+                    &mut out,
+                    "/event",
+                    "must be one of popup.shown, popup.clicked, popup.converted, popup.closed",
+                );
+            }
+            kind
+        });
+        if let Some(id) = required_str(&mut out, "/campaign_id", &self.campaign_id) {
+            if id.is_empty() {
+                violation(&mut out, "/campaign_id", "must not be empty");
+            } else if id.chars().any(char::is_control) {
+                violation(&mut out, "/campaign_id", "must not contain control characters");
+            }
+        }
+        required_str(&mut out, "/campaign_name", &self.campaign_name);
+        if let Some(ts) = required_str(&mut out, "/timestamp", &self.timestamp) {
+            let format = time::format_description::well_known::Rfc3339;
+            if time::OffsetDateTime::parse(ts, &format).is_err() {
+                violation(
+                    &mut out,
+                    "/timestamp",
+                    "must be an RFC 3339 date-time with offset, e.g. 2026-04-26T12:00:00Z",
+                );
+            }
+        }
+        if let Some(u) = required_str(&mut out, "/page_url", &self.page_url) {
+            if !is_web_url(u) {
+                violation(&mut out, "/page_url", "must be an absolute http or https URL");
+            }
+        }
+        let converted = kind == Some(EventKind::Converted);
+        match &self.visitor {
+            None if converted => violation(&mut out, "/visitor", "is required on popup.converted"),
+            None => {}
+            Some((shape, _)) if *shape != Shape::Object => {
+                violation(&mut out, "/visitor", "must be an object")
+            }
+            Some((_, v)) => v.check(converted, &mut out),
+        }
+        match kind {
+            Some(kind) if out.is_empty() => {
+                let Some(Shape::Str(id)) = self.campaign_id else {
+                    // Unreachable: an absent or non-string id was reported above.
+                    return Err(PayloadError::Invalid(out));
+                };
+                Ok(Event {
+                    kind,
+                    campaign_id: id,
+                })
+            }
+            _ => Err(PayloadError::Invalid(out)),
+        }
+    }
+}
+
+impl VisitorObject<'_> {
+    fn check(&self, converted: bool, out: &mut Vec<Violation>) {
+        match &self.email {
+            None if converted => violation(out, "/visitor/email", "is required on popup.converted"),
+            None => {}
+            Some(Shape::Str(email)) => {
+                if !is_plausible_email(email) {
+                    violation(out, "/visitor/email", "must be a plausible email address");
+                }
+            }
+            Some(_) => violation(out, "/visitor/email", MUST_BE_STRING),
+        }
+        match &self.fields {
+            None if converted => violation(out, "/visitor/fields", "is required on popup.converted"),
+            None => {}
+            Some((Shape::Object, fields)) => {
+                for path in &fields.bad {
+                    out.push(Violation {
+                        path: path.clone(),
+                        message: "must be a string, number, boolean, null, or an array of those",
+                    });
+                }
+            }
+            Some(_) => violation(out, "/visitor/fields", "must be an object"),
+        }
+    }
+}
+
+/// An absolute `http`/`https` URL with a host.
+fn is_web_url(s: &str) -> bool {
+    match url::Url::parse(s) {
+        Ok(u) => matches!(u.scheme(), "http" | "https") && u.host().is_some(),
+        Err(_) => false,
+    }
+}
+
+/// RFC 5322-ish address (the `email_address` crate) whose domain has a dot:
+/// `jane@example.com`, not `jane@localhost` or `jane`.
+fn is_plausible_email(s: &str) -> bool {
+    s.len() <= 254
+        && email_address::EmailAddress::parse_with_options(s, email_address::Options::default())
+            .is_ok_and(|e| e.domain().contains('.') && !e.domain().starts_with('['))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONVERTED: &str = r#"{
+        "event": "popup.converted",
+        "campaign_id": "camp_abc123",
+        "campaign_name": "Summer Sale Popup",
+        "timestamp": "2026-04-26T12:00:00Z",
+        "visitor": {
+            "email": "jane@example.com",
+            "fields": { "name": "Jane Smith", "email": "jane@example.com" }
+        },
+        "page_url": "https://yoursite.com/products/summer-sale"
+    }"#;
+
+    fn paths(body: &str) -> Vec<String> {
+        match validate(body.as_bytes()) {
+            Err(PayloadError::Invalid(v)) => v.into_iter().map(|v| v.path).collect(),
+            other => panic!("expected violations, got {other:?}"),
+        }
+    }
+
+    fn is_invalid_json(body: &[u8]) -> bool {
+        matches!(validate(body), Err(PayloadError::InvalidJson(_)))
+    }
+
+    #[test]
+    fn accepts_the_spec_example() {
+        let e = validate(CONVERTED.as_bytes()).unwrap();
+        assert_eq!(e.kind, EventKind::Converted);
+        assert_eq!(e.campaign_id, "camp_abc123");
+        assert!(matches!(e.campaign_id, Cow::Borrowed(_)), "no copy for a plain string");
+    }
+
+    #[test]
+    fn other_events_need_no_visitor_and_allow_unknown_fields() {
+        for kind in ["popup.shown", "popup.clicked", "popup.closed"] {
+            let body = format!(
+                r#"{{"event":"{kind}","campaign_id":"c","campaign_name":"","timestamp":"2026-04-26T12:00:00+02:00","page_url":"http://x.example/","extra":{{"a":[1,{{"b":null}}]}}}}"#
+            );
+            assert_eq!(validate(body.as_bytes()).unwrap().kind.as_str(), kind);
+        }
+    }
+
+    #[test]
+    fn every_violation_is_listed_at_its_own_path() {
+        let body = r#"{"event":"popup.converted","campaign_id":"","timestamp":"yesterday","page_url":"not a url"}"#;
+        let got = paths(body);
+        for want in ["/campaign_id", "/campaign_name", "/timestamp", "/page_url", "/visitor"] {
+            assert!(got.iter().any(|p| p == want), "{want} missing from {got:?}");
+        }
+    }
+
+    #[test]
+    fn visitor_problems_have_nested_paths() {
+        let body = CONVERTED
+            .replace("\"jane@example.com\",\n", "\"not-an-email\",\n")
+            .replace("\"Jane Smith\"", "{\"first\":\"Jane\"}");
+        assert_eq!(paths(&body), vec!["/visitor/email", "/visitor/fields/name"]);
+    }
+
+    #[test]
+    fn field_values_may_be_scalars_or_arrays_of_scalars() {
+        let body = CONVERTED.replace(
+            "\"name\": \"Jane Smith\"",
+            "\"n\": 1, \"b\": true, \"z\": null, \"list\": [\"a\", 2, false, null], \"a/b~c\": [[1]]",
+        );
+        assert_eq!(paths(&body), vec!["/visitor/fields/a~1b~0c"]);
+    }
+
+    #[test]
+    fn converted_requires_visitor_email_and_fields() {
+        let body = CONVERTED.replace("\"email\": \"jane@example.com\",\n", "");
+        assert_eq!(paths(&body), vec!["/visitor/email"]);
+        let no_visitor = r#"{"event":"popup.converted","campaign_id":"c","campaign_name":"n","timestamp":"2026-04-26T12:00:00Z","page_url":"https://a.example/"}"#;
+        assert_eq!(paths(no_visitor), vec!["/visitor"]);
+    }
+
+    #[test]
+    fn visitor_on_other_events_must_still_be_well_formed() {
+        let body = r#"{"event":"popup.shown","campaign_id":"c","campaign_name":"n","timestamp":"2026-04-26T12:00:00Z","page_url":"https://a.example/","visitor":{"email":5}}"#;
+        assert_eq!(paths(body), vec!["/visitor/email"]);
+        let body = body.replace("{\"email\":5}", "[]");
+        assert_eq!(paths(&body), vec!["/visitor"]);
+    }
+
+    #[test]
+    fn unknown_event_and_wrong_types() {
+        let body = r#"{"event":"popup.exploded","campaign_id":7,"campaign_name":null,"timestamp":1,"page_url":"ftp://x.example/"}"#;
+        assert_eq!(
+            paths(body),
+            vec!["/event", "/campaign_id", "/campaign_name", "/timestamp", "/page_url"]
+        );
+    }
+
+    #[test]
+    fn non_object_bodies_are_schema_errors() {
+        for body in ["[]", "\"popup.shown\"", "1", "null"] {
+            assert_eq!(paths(body), vec![""], "{body}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_invalid_json_at_any_depth() {
+        assert!(is_invalid_json(br#"{"event":"popup.shown","event":"popup.closed"}"#));
+        assert!(is_invalid_json(br#"{"x":{"a":1,"a":2}}"#));
+        assert!(is_invalid_json(br#"{"x":[{"a":1,"\u0061":2}]}"#));
+        let mut many = String::from("{");
+        for i in 0..100 {
+            many.push_str(&format!("\"k{i}\":{i},"));
+        }
+        many.push_str("\"k42\":0}");
+        assert!(is_invalid_json(many.as_bytes()));
+    }
+
+    #[test]
+    fn broken_json_is_invalid_json() {
+        assert!(is_invalid_json(b"{\"event\": \"popup.shown\", "));
+        assert!(is_invalid_json(b"{} trailing"));
+        assert!(is_invalid_json(b""));
+        assert!(is_invalid_json(b"{\"a\":\"\xff\"}"), "invalid UTF-8 in a string");
+        assert!(is_invalid_json(b"{\"a\":\"\\ud800\"}"), "lone surrogate");
+        assert!(is_invalid_json(&[b'['; 100_000]), "deep nesting is bounded");
+    }
+
+    #[test]
+    fn campaign_id_with_control_characters_is_refused() {
+        let body = CONVERTED.replace("camp_abc123", "camp\\u0000x");
+        assert_eq!(paths(&body), vec!["/campaign_id"]);
+    }
+
+    #[test]
+    fn messages_never_repeat_values() {
+        let body = CONVERTED.replace("\"jane@example.com\",\n", "\"secret-visitor-value\",\n");
+        let Err(PayloadError::Invalid(v)) = validate(body.as_bytes()) else {
+            panic!("expected violations")
+        };
+        for violation in v {
+            assert!(!violation.message.contains("secret-visitor-value"));
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Hot reload of the TLS certificate and of every secret file, without a
+//! restart: on SIGHUP and every `[reload] interval`.
+//!
+//! Files are re-read and compared by content (a SHA-256 digest), so it works
+//! with a Kubernetes Secret volume, where the kubelet swaps the `..data`
+//! symlink atomically and file mtimes say nothing. A replacement that cannot
+//! be read, is empty, does not parse, or (for TLS) whose key does not match
+//! its certificate is refused: the old material stays in service, an error
+//! is logged once per distinct failure, and `result="error"` is counted.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::metrics::Metrics;
+use crate::state::{Routes, SecretSet, TlsState};
+use crate::tls::{self, CertStore};
+
+/// Re-reads TLS and secret files and swaps in what changed.
+#[derive(Debug)]
+pub struct Reloader {
+    routes: Arc<Routes>,
+    store: Arc<CertStore>,
+    tls_files: Option<(PathBuf, PathBuf)>,
+    metrics: Arc<Metrics>,
+    memory: Mutex<Memory>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    /// Digest of the cert+key files in service (or last refused).
+    tls_seen: Option<[u8; 32]>,
+    /// Per route: the last secret error reported, to log it once.
+    secret_errors: Vec<Option<String>>,
+}
+
+/// What one reload pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// A new certificate was put in service.
+    pub tls_reloaded: bool,
+    /// Routes whose secrets were replaced.
+    pub secrets_reloaded: Vec<String>,
+    /// Replacements refused, one line each.
+    pub errors: Vec<String>,
+}
+
+impl Reloader {
+    /// A reloader for the material `tls` and `routes` were loaded from.
+    pub fn new(routes: Arc<Routes>, tls: &TlsState, metrics: Arc<Metrics>) -> Self {
+        let tls_seen = tls.files.as_ref().and_then(|(c, k)| file_digest(&[c, k]));
+        set_expiry(&metrics, &tls.store);
+        let secret_errors = routes.iter().map(|_| None).collect();
+        Self {
+            routes,
+            store: tls.store.clone(),
+            tls_files: tls.files.clone(),
+            metrics,
+            memory: Mutex::new(Memory {
+                tls_seen,
+                secret_errors,
+            }),
+        }
+    }
+
+    /// Checks every file once; swaps in what changed and is valid.
+    pub fn reload(&self) -> Summary {
+        let mut summary = Summary::default();
+        let Ok(mut memory) = self.memory.lock() else {
+            return summary; // a panic elsewhere poisoned it; nothing sane to do
+        };
+        self.reload_tls(&mut memory, &mut summary);
+        self.reload_secrets(&mut memory, &mut summary);
+        summary
+    }
+
+    fn reload_tls(&self, memory: &mut Memory, summary: &mut Summary) {
+        let Some((cert, key)) = &self.tls_files else {
+            return;
+        };
+        let digest = file_digest(&[cert, key]);
+        if digest.is_some() && digest == memory.tls_seen {
+            return;
+        }
+        match tls::load_certified_key(cert, key) {
+            Ok(ck) => {
+                self.store.replace(ck);
+                memory.tls_seen = digest;
+                set_expiry(&self.metrics, &self.store);
+                self.metrics.record_reload("tls", true);
+                summary.tls_reloaded = true;
+                tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
+            }
+            Err(e) => {
+                // Report each distinct failure once (unreadable = no digest).
+                if digest != memory.tls_seen {
+                    memory.tls_seen = digest;
+                    self.metrics.record_reload("tls", false);
+                    tracing::error!(error = %e, "new TLS material refused; the previous certificate stays in service");
+                }
+                summary.errors.push(e.to_string());
+            }
+        }
+    }
+
+    fn reload_secrets(&self, memory: &mut Memory, summary: &mut Summary) {
+        for (i, route) in self.routes.iter().enumerate() {
+            let current = route.secrets();
+            let mut read = Vec::with_capacity(route.sources.len());
+            let mut failure = None;
+            for source in &route.sources {
+                match source.read() {
+                    Ok(pair) => read.push(pair),
+                    Err(reason) => {
+                        failure = Some(reason);
+                        break;
+                    }
+                }
+            }
+            let last_error = memory.secret_errors.get_mut(i);
+            match failure {
+                Some(reason) => {
+                    if let Some(last) = last_error {
+                        if last.as_deref() != Some(reason.as_str()) {
+                            self.metrics.record_reload("secrets", false);
+                            tracing::error!(route = %route.name, error = %reason,
+                                "new secret refused; the previous secrets stay in service");
+                            *last = Some(reason.clone());
+                        }
+                    }
+                    summary.errors.push(reason);
+                }
+                None => {
+                    if let Some(last) = last_error {
+                        *last = None;
+                    }
+                    let digests: Vec<[u8; 32]> = read.iter().map(|(_, d)| *d).collect();
+                    if digests == current.digests {
+                        continue;
+                    }
+                    let secrets = read.into_iter().map(|(s, _)| s).collect();
+                    route.replace_secrets(SecretSet { secrets, digests });
+                    self.metrics.record_reload("secrets", true);
+                    summary.secrets_reloaded.push(route.name.clone());
+                    tracing::info!(route = %route.name, "secrets reloaded");
+                }
+            }
+        }
+    }
+}
+
+fn file_digest(paths: &[&PathBuf]) -> Option<[u8; 32]> {
+    let mut h = Sha256::new();
+    for p in paths {
+        h.update(std::fs::read(p).ok()?);
+        h.update([0]);
+    }
+    Some(h.finalize().into())
+}
+
+/// Publishes the leaf certificate's notAfter.
+fn set_expiry(metrics: &Metrics, store: &CertStore) {
+    let ck = store.current();
+    let Some(leaf) = ck.cert.first() else { return };
+    if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) {
+        metrics.cert_expiry.set(cert.validity().not_after.timestamp());
+    }
+}

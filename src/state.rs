@@ -1,0 +1,255 @@
+//! What a validated config turns into at start-up: routes with their keyed
+//! secrets, and the certificate store. Every file is read here, and every
+//! problem (a missing secret file, a bad certificate) is collected into the
+//! same [`ConfigErrors`] as the config's own, keyed by the config key that
+//! named the file — so `hookgate check` and `serve` fail the same way.
+//!
+//! Secrets read from files and the certificate can be re-read later by
+//! [`crate::reload`]; each route keeps its secret list behind an `ArcSwap`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, ConfigErrors, Problem, RouteConfig};
+use crate::payload::EventKind;
+use crate::secret::Secret;
+use crate::signature::Encoding;
+use crate::tls::{self, CertStore};
+
+/// Where one secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file (re-read on reload).
+    File(PathBuf),
+    /// An environment variable (read once).
+    Env(String),
+}
+
+impl SecretSource {
+    /// Reads the secret; the error is a one-line reason that names the source,
+    /// never the value.
+    pub fn read(&self) -> Result<(Secret, [u8; 32]), String> {
+        let (raw, origin) = match self {
+            Self::File(path) => (
+                std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?,
+                format!("file {}", path.display()),
+            ),
+            Self::Env(name) => (
+                std::env::var_os(name)
+                    .ok_or_else(|| format!("environment variable {name} is not set"))?
+                    .into_encoded_bytes(),
+                format!("env {name}"),
+            ),
+        };
+        let digest: [u8; 32] = Sha256::digest(raw.trim_ascii_end()).into();
+        let secret = Secret::new(&raw, origin).map_err(|e| match self {
+            Self::File(path) => format!("secret file {}: {e}", path.display()),
+            Self::Env(name) => format!("environment variable {name}: {e}"),
+        })?;
+        Ok((secret, digest))
+    }
+}
+
+/// A route's secrets in service, with a digest of each to notice changes.
+#[derive(Debug)]
+pub struct SecretSet {
+    /// The keyed secrets, in config order.
+    pub secrets: Vec<Secret>,
+    /// SHA-256 of each trimmed secret, to compare on reload without keeping the bytes.
+    pub digests: Vec<[u8; 32]>,
+}
+
+/// One webhook endpoint, ready to serve.
+#[derive(Debug)]
+pub struct Route {
+    /// Name for logs, metrics and `X-Webhook-Route`.
+    pub name: String,
+    /// The name as a header value.
+    pub name_header: HeaderValue,
+    /// Exact request path.
+    pub path: String,
+    /// Path on the upstream.
+    pub upstream_path: String,
+    /// The signature header.
+    pub signature_header: HeaderName,
+    /// Its encoding.
+    pub encoding: Encoding,
+    /// Events accepted.
+    pub events: Vec<EventKind>,
+    /// Where the secrets come from (config order: files, then env).
+    pub sources: Vec<SecretSource>,
+    secrets: ArcSwap<SecretSet>,
+}
+
+impl Route {
+    /// The secrets in service now.
+    pub fn secrets(&self) -> arc_swap::Guard<Arc<SecretSet>> {
+        self.secrets.load()
+    }
+
+    /// Puts a new secret set in service.
+    pub fn replace_secrets(&self, set: SecretSet) {
+        self.secrets.store(Arc::new(set));
+    }
+
+    /// Whether the route accepts `kind`.
+    pub fn allows(&self, kind: EventKind) -> bool {
+        self.events.contains(&kind)
+    }
+}
+
+/// Every route, looked up by exact path.
+#[derive(Debug, Default)]
+pub struct Routes(Vec<Arc<Route>>);
+
+impl Routes {
+    /// The route whose path is exactly `path`.
+    pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
+        self.0.iter().find(|r| r.path == path)
+    }
+
+    /// All routes.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.0.iter()
+    }
+}
+
+/// The TLS side: the store in service and where it was loaded from.
+#[derive(Debug)]
+pub struct TlsState {
+    /// The certificate in service.
+    pub store: Arc<CertStore>,
+    /// The files it came from, or None for the self-signed development certificate.
+    pub files: Option<(PathBuf, PathBuf)>,
+    /// The development certificate's PEM (to print for clients); None otherwise.
+    pub dev_cert_pem: Option<String>,
+}
+
+/// Everything loaded from the config.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated config.
+    pub config: Config,
+    /// Routes with secrets.
+    pub routes: Arc<Routes>,
+    /// TLS material.
+    pub tls: TlsState,
+}
+
+/// Loads the config file, validates it, reads every secret and the
+/// certificate, and reports every problem found along the way at once.
+pub fn load_all(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
+    let config = Config::load(path)?;
+    let mut problems = config.validate().err().map(|e| e.0).unwrap_or_default();
+    match load(config) {
+        Ok(loaded) if problems.is_empty() => Ok(loaded),
+        Ok(_) => Err(ConfigErrors(problems)),
+        Err(e) => {
+            problems.extend(e.0);
+            Err(ConfigErrors(problems))
+        }
+    }
+}
+
+/// Reads every secret and the certificate of a validated config; reports
+/// every problem at once.
+pub fn load(config: Config) -> Result<Loaded, ConfigErrors> {
+    let mut problems = Vec::new();
+    let mut routes = Vec::new();
+    for (i, rc) in config.routes.iter().enumerate() {
+        if let Some(route) = build_route(i, rc, &mut problems) {
+            routes.push(Arc::new(route));
+        }
+    }
+    let tls = match load_tls(&config) {
+        Ok(t) => Some(t),
+        Err(p) => {
+            problems.extend(p);
+            None
+        }
+    };
+    match tls {
+        Some(tls) if problems.is_empty() => Ok(Loaded {
+            config,
+            routes: Arc::new(Routes(routes)),
+            tls,
+        }),
+        _ => Err(ConfigErrors(problems)),
+    }
+}
+
+fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Option<Route> {
+    let mut sources = Vec::new();
+    let mut keys = Vec::new();
+    for (j, path) in rc.secret_files.iter().enumerate() {
+        sources.push(SecretSource::File(path.clone()));
+        keys.push(format!("routes[{i}].secret_files[{j}]"));
+    }
+    for (j, name) in rc.secret_env.iter().enumerate() {
+        sources.push(SecretSource::Env(name.clone()));
+        keys.push(format!("routes[{i}].secret_env[{j}]"));
+    }
+    let mut secrets = Vec::new();
+    let mut digests = Vec::new();
+    let before = problems.len();
+    for (source, key) in sources.iter().zip(keys) {
+        match source.read() {
+            Ok((s, d)) => {
+                secrets.push(s);
+                digests.push(d);
+            }
+            Err(reason) => problems.push(Problem::new(key, reason)),
+        }
+    }
+    let name_header = HeaderValue::from_str(&rc.name).ok();
+    let signature_header = HeaderName::from_bytes(rc.signature_header.as_bytes()).ok();
+    let encoding = Encoding::from_config(&rc.signature_encoding);
+    let events: Vec<EventKind> = rc.events.iter().filter_map(|e| EventKind::from_name(e)).collect();
+    if problems.len() != before {
+        return None;
+    }
+    // validate() has vouched for the name, header and encoding.
+    Some(Route {
+        name: rc.name.clone(),
+        name_header: name_header?,
+        path: rc.path.clone(),
+        upstream_path: rc.upstream_path().to_owned(),
+        signature_header: signature_header?,
+        encoding: encoding?,
+        events,
+        sources,
+        secrets: ArcSwap::from_pointee(SecretSet { secrets, digests }),
+    })
+}
+
+fn load_tls(config: &Config) -> Result<TlsState, Vec<Problem>> {
+    let tls = &config.server.tls;
+    if tls.self_signed {
+        let (key, pem) = tls::self_signed().map_err(|e| vec![Problem::new("server.tls.self_signed", e.to_string())])?;
+        return Ok(TlsState {
+            store: CertStore::new(key),
+            files: None,
+            dev_cert_pem: Some(pem),
+        });
+    }
+    match tls::load_certified_key(&tls.cert_file, &tls.key_file) {
+        Ok(key) => Ok(TlsState {
+            store: CertStore::new(key),
+            files: Some((tls.cert_file.clone(), tls.key_file.clone())),
+            dev_cert_pem: None,
+        }),
+        Err(e) => {
+            let key = match &e {
+                tls::TlsError::Key { .. } => "server.tls.key_file",
+                tls::TlsError::Cert { .. } | tls::TlsError::Mismatch(_) | tls::TlsError::SelfSigned(_) => {
+                    "server.tls.cert_file"
+                }
+            };
+            Err(vec![Problem::new(key, e.to_string())])
+        }
+    }
+}
