@@ -265,11 +265,25 @@ kubelet_swap() {
     chmod a-w "$dir"
 }
 
-make_cert() { # OUT_DIR CN
+# A throwaway CA, and P-256 server certificates it signs (like a CA or ACME
+# issuer: the leaf is not a CA, the client trusts the CA). The key is
+# PKCS#8, as cert-manager writes it with `encoding: PKCS8`.
+make_ca() { # OUT_DIR
     mkdir -p "$1" &&
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-            -subj "/CN=$2" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-            -keyout "$1/tls.key" -out "$1/tls.crt" 2>/dev/null
+            -subj "/CN=hookgate-check-ca" -keyout "$1/ca.key" -out "$1/ca.crt" 2>/dev/null
+}
+
+make_cert() { # OUT_DIR CN CA_DIR
+    mkdir -p "$1" &&
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -subj "/CN=$2" -keyout "$1/tls.key" -out "$WORK/$2.csr" 2>/dev/null &&
+        printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+            "extendedKeyUsage=serverAuth" >"$WORK/$2.ext" &&
+        openssl x509 -req -in "$WORK/$2.csr" -CA "$3/ca.crt" -CAkey "$3/ca.key" \
+            -set_serial "0x$(openssl rand -hex 8)" -days 2 -extfile "$WORK/$2.ext" \
+            -out "$1/tls.crt" 2>/dev/null
 }
 
 free_port() { python3 "$HELPER" free-port; }
@@ -292,7 +306,9 @@ setup_sandbox() {
     # and exist only for this run.
     local src=$WORK/src
     mkdir -p "$src/secrets" "$src/secrets-next" "$src/config" || return 1
-    make_cert "$src/tls" hookgate-check-1 && make_cert "$src/tls-next" hookgate-check-2 || return 1
+    make_ca "$WORK/ca" || return 1
+    make_cert "$src/tls" hookgate-check-1 "$WORK/ca" || return 1
+    make_cert "$src/tls-next" hookgate-check-2 "$WORK/ca" || return 1
     openssl rand -hex 32 >"$src/secrets/coolpopup" || return 1
     openssl rand -hex 32 >"$src/secrets-next/coolpopup" || return 1
 
@@ -431,7 +447,7 @@ check_admin() {
 TLS_ARGS=()
 check_https_get() {
     [[ -n $HG_PID ]] || die "hookgate not running" || return
-    TLS_ARGS=(--cacert "$WORK/src/tls/tls.crt" --resolve "localhost:$HTTPS_PORT:127.0.0.1")
+    TLS_ARGS=(--cacert "$WORK/ca/ca.crt" --resolve "localhost:$HTTPS_PORT:127.0.0.1")
     local code
     code=$(http_code "https://localhost:$HTTPS_PORT/webhooks/coolpopup" "${TLS_ARGS[@]}")
     say "GET https://localhost:$HTTPS_PORT/webhooks/coolpopup (cert from the ..data tree) -> $code"
@@ -444,7 +460,7 @@ write_event() {
 EOF
 }
 
-# post_signed SECRET_FILE CACERT: POST the event signed with that secret.
+# post_signed SECRET_FILE: POST the event signed with that secret.
 post_signed() {
     local sig
     sig=$(python3 -c 'import hmac, hashlib, sys
@@ -452,7 +468,7 @@ key = open(sys.argv[1], "rb").read().rstrip()
 print(hmac.new(key, open(sys.argv[2], "rb").read(), hashlib.sha256).hexdigest())' \
         "$1" "$WORK/event.json") || return 1
     curl -s -o "$WORK/response.json" -w '%{http_code}' --max-time 6 \
-        --cacert "$2" --resolve "localhost:$HTTPS_PORT:127.0.0.1" \
+        --cacert "$WORK/ca/ca.crt" --resolve "localhost:$HTTPS_PORT:127.0.0.1" \
         -H 'Content-Type: application/json' -H "X-CoolPopup-Signature: sha256=$sig" \
         --data-binary "@$WORK/event.json" "https://localhost:$HTTPS_PORT/webhooks/coolpopup" || true
 }
@@ -461,12 +477,12 @@ check_forward() {
     [[ -n $HG_PID ]] || die "hookgate not running" || return
     write_event
     local code
-    code=$(post_signed "$WORK/src/secrets/coolpopup" "$WORK/src/tls/tls.crt")
+    code=$(post_signed "$WORK/src/secrets/coolpopup")
     say "signed popup.converted -> $code $(cat "$WORK/response.json" 2>/dev/null)"
     [[ $code == 200 ]] || return 1
     grep -q 'POST /webhooks/coolpopup verified=true event=popup.converted' \
         "$WORK/upstream.log" || die "upstream did not receive the verified event" || return
-    code=$(post_signed "$WORK/src/secrets-next/coolpopup" "$WORK/src/tls/tls.crt")
+    code=$(post_signed "$WORK/src/secrets-next/coolpopup")
     say "signed with an unknown secret -> $code"
     [[ $code == 401 ]]
 }
@@ -476,7 +492,7 @@ check_send() {
     local out rc=0
     out=$("$IMG_BIN" send "https://localhost:$HTTPS_PORT/webhooks/coolpopup" \
         --secret-file "$WORK/src/secrets/coolpopup" --event popup.converted \
-        --cacert "$WORK/src/tls/tls.crt" 2>&1) || rc=$?
+        --cacert "$WORK/ca/ca.crt" 2>&1) || rc=$?
     printf '%s\n' "$out"
     ((rc == 0)) || die "hookgate send exited $rc" || return
     grep -q '200' <<<"$out" || die "no 200 in the output" || return
@@ -498,7 +514,7 @@ check_reload() {
     kill -HUP "$HG_PID" || return 1
     end=$((SECONDS + interval + 5))
     while ((SECONDS < end)); do
-        code=$(post_signed "$WORK/src/secrets-next/coolpopup" "$WORK/src/tls-next/tls.crt")
+        code=$(post_signed "$WORK/src/secrets-next/coolpopup")
         cn=$(served_cert_cn)
         [[ $code == 200 && $cn == hookgate-check-2 ]] && break
         kill -0 "$HG_PID" 2>/dev/null || die "hookgate exited" || return
@@ -506,7 +522,7 @@ check_reload() {
     done
     say "after the ..data swap + SIGHUP: new secret -> $code, served certificate CN=$cn"
     [[ $code == 200 && $cn == hookgate-check-2 ]] || return 1
-    code=$(post_signed "$WORK/src/secrets/coolpopup" "$WORK/src/tls-next/tls.crt")
+    code=$(post_signed "$WORK/src/secrets/coolpopup")
     say "old secret (removed from the volume) -> $code"
     [[ $code == 401 ]]
 }
@@ -561,7 +577,7 @@ step "sidecar-patch.yaml applied to a sample Deployment (render + schemas)" chec
 
 step "release binary present ($BIN)" check_binary
 if [[ -x $BIN ]]; then
-    step "sandbox: uid $RUN_UID, read-only kubelet ..data tree, throwaway P-256 cert and secret" setup_sandbox
+    step "sandbox: uid $RUN_UID, read-only kubelet ..data tree, throwaway CA, P-256 cert, secret" setup_sandbox
     step "hookgate check -c config.toml (paths rewritten), secret not printed" check_config
     step "serve as $RUN_UID:$RUN_UID, no caps, read-only root: /readyz 200 within 10s" check_serve
     step "admin /healthz and /metrics 200" check_admin
