@@ -1,0 +1,289 @@
+//! Authentic events reach the upstream byte for byte, with normalized
+//! headers, over HTTP/1.1 and HTTP/2; upstream answers map as the spec says.
+
+mod support;
+
+use support::*;
+
+#[tokio::test]
+async fn forwards_exact_bytes() {
+    let (upstream, sidecar) = world().await;
+    // A layout no serializer reproduces: tabs, " : ", an escaped non-ASCII
+    // character, a trailing CRLF.
+    let body = b"{\t\"event\" : \"popup.converted\",\"campaign_id\":\"camp_abc123\",\"campaign_name\" : \"\\u00e9t\\u00e9\",\n\"timestamp\":\"2026-04-26T12:00:00Z\",\"visitor\":{\"email\":\"jane@example.com\",\"fields\":{}},\"page_url\":\"https://yoursite.com/x\"}\r\n";
+    let reply = sidecar.post("/webhooks/coolpopup", body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let up = upstream.only_one();
+    assert_eq!(&up.body[..], &body[..]);
+    assert_eq!(up.method, "POST");
+    assert_eq!(up.path, "/hooks/popup");
+    assert_eq!(up.all("content-length"), [body.len().to_string()]);
+    assert_eq!(reply.body, "{\"ok\":true}", "the upstream body is passed on");
+}
+
+#[tokio::test]
+async fn every_event_type_is_forwarded() {
+    let (upstream, sidecar) = world().await;
+    for event in ["popup.shown", "popup.clicked", "popup.converted", "popup.closed"] {
+        let reply = sidecar.post("/webhooks/coolpopup", &body_of(event)).await;
+        assert_eq!(reply.status, 200, "{event}: {:?}", reply.body);
+        assert_eq!(upstream.only_one().all("x-webhook-event"), [event]);
+    }
+}
+
+#[tokio::test]
+async fn headers_are_normalized() {
+    let (upstream, sidecar) = world().await;
+    let body = body_of("popup.converted");
+    let sig = sign(&body, SECRET);
+    let reply = sidecar
+        .send(
+            Version::H1,
+            "POST",
+            "/webhooks/coolpopup",
+            &body,
+            &[
+                ("content-type", "application/json; charset=utf-8"),
+                ("x-coolpopup-signature", &sig),
+                ("user-agent", "CoolPopup-Webhooks/1.0"),
+                ("connection", "keep-alive, x-hop"),
+                ("x-hop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+                ("x-webhook-verified", "false"),
+                ("x-webhook-event", "popup.shown"),
+                ("x-webhook-admin", "1"),
+                ("forwarded", "for=203.0.113.9"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "evil.example"),
+                ("x-custom", "kept"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let up = upstream.only_one();
+    let port = sidecar.addr.port();
+    for (name, want) in [
+        ("host", upstream.addr.to_string()),
+        ("content-type", "application/json".to_owned()),
+        ("x-forwarded-for", "127.0.0.1".to_owned()),
+        ("x-forwarded-proto", "https".to_owned()),
+        ("x-forwarded-host", format!("localhost:{port}")),
+        ("x-webhook-verified", "true".to_owned()),
+        ("x-webhook-route", "coolpopup".to_owned()),
+        ("x-webhook-event", "popup.converted".to_owned()),
+        ("x-webhook-campaign-id", "camp_abc123".to_owned()),
+        ("user-agent", "CoolPopup-Webhooks/1.0".to_owned()),
+        ("x-custom", "kept".to_owned()),
+    ] {
+        assert_eq!(up.all(name), [want], "{name}");
+    }
+    for gone in [
+        "x-coolpopup-signature",
+        "x-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "x-webhook-admin",
+        "forwarded",
+    ] {
+        assert!(up.all(gone).is_empty(), "{gone} reached the upstream: {:?}", up.all(gone));
+    }
+    let rid = up.all("x-request-id");
+    assert_eq!(rid.len(), 1);
+    assert_eq!(rid[0].len(), 32, "a fresh id");
+    assert_eq!(reply.headers["x-request-id"], rid[0].as_str(), "returned to the caller");
+}
+
+#[tokio::test]
+async fn well_formed_request_id_is_kept_and_bad_one_replaced() {
+    let (upstream, sidecar) = world().await;
+    let body = body_of("popup.shown");
+    let sig = sign(&body, SECRET);
+    for (sent, kept) in [("req-42.abc_DEF", true), ("no spaces allowed", false)] {
+        let reply = sidecar
+            .send(
+                Version::H1,
+                "POST",
+                "/webhooks/coolpopup",
+                &body,
+                &[("content-type", "application/json"), ("x-coolpopup-signature", &sig), ("x-request-id", sent)],
+            )
+            .await;
+        let up = upstream.only_one();
+        let got = &up.all("x-request-id")[0];
+        assert_eq!(got == sent, kept, "{sent:?} -> {got:?}");
+        assert_eq!(reply.headers["x-request-id"], got.as_str());
+    }
+}
+
+#[tokio::test]
+async fn query_string_is_forwarded() {
+    let (upstream, sidecar) = world().await;
+    let reply = sidecar.post("/webhooks/coolpopup?tenant=7&x=a%20b", &body_of("popup.clicked")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(upstream.only_one().path, "/hooks/popup?tenant=7&x=a%20b");
+}
+
+#[tokio::test]
+async fn http2_is_accepted_and_forwarded_as_http1() {
+    let (upstream, sidecar) = world().await;
+    let body = body_of("popup.converted");
+    let sig = sign(&body, SECRET);
+    let reply = sidecar
+        .send(
+            Version::H2,
+            "POST",
+            "/webhooks/coolpopup",
+            &body,
+            &[("content-type", "application/json"), ("x-coolpopup-signature", &sig)],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let up = upstream.only_one();
+    assert_eq!(up.body, body);
+    assert_eq!(up.version, http::Version::HTTP_11);
+    assert_eq!(up.all("x-forwarded-host"), [format!("localhost:{}", sidecar.addr.port())], ":authority");
+    assert!(!reply.headers["x-request-id"].is_empty());
+}
+
+#[tokio::test]
+async fn rotation_accepts_every_configured_secret() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    std::fs::write(&old, SECRET_OLD).unwrap();
+    let var = "HOOKGATE_TEST_ROTATION_SECRET_UNUSED";
+    let mut opts = Options::new(upstream.url());
+    opts.routes = vec![route("coolpopup", "/webhooks/coolpopup", "/hooks/popup").with(&format!(
+        "secret_files = [{:?}, {:?}]",
+        old.display().to_string(),
+        // the primary secret, written by the harness next to the cert
+        "PLACEHOLDER"
+    ))];
+    // The harness writes SECRET to <tls dir>/secret; point the route at it.
+    let tls = make_tls();
+    let primary = tls.dir.path().join("secret");
+    opts.routes[0].extra = opts.routes[0].extra.replace("PLACEHOLDER", &primary.display().to_string());
+    opts.tls = Some(tls);
+    let _ = var;
+    let sidecar = Sidecar::start(opts).await;
+    let body = body_of("popup.converted");
+    for secret in [SECRET, SECRET_OLD] {
+        let sig = sign(&body, secret);
+        let reply = sidecar
+            .send(Version::H1, "POST", "/webhooks/coolpopup", &body, &[("content-type", "application/json"), ("x-coolpopup-signature", &sig)])
+            .await;
+        assert_eq!(reply.status, 200);
+        upstream.only_one();
+    }
+    let sig = sign(&body, b"a third secret");
+    let reply = sidecar
+        .send(Version::H1, "POST", "/webhooks/coolpopup", &body, &[("content-type", "application/json"), ("x-coolpopup-signature", &sig)])
+        .await;
+    reply.expect_error(401, "invalid_signature");
+    upstream.assert_nothing();
+}
+
+#[tokio::test]
+async fn signature_encodings() {
+    let upstream = Upstream::start().await;
+    let mut opts = Options::new(upstream.url());
+    opts.routes.push(route("b64", "/webhooks/b64", "/hooks/b64").with("signature_encoding = \"base64\""));
+    let sidecar = Sidecar::start(opts).await;
+    let body = body_of("popup.shown");
+    let hex_sig = sign(&body, SECRET);
+    let raw = hex::decode(&hex_sig).unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+    let cases = [
+        ("/webhooks/coolpopup", hex_sig.clone(), 200),
+        ("/webhooks/coolpopup", hex_sig.to_uppercase(), 200),
+        ("/webhooks/coolpopup", format!("sha256={hex_sig}"), 200),
+        ("/webhooks/coolpopup", b64.clone(), 401),
+        ("/webhooks/b64", b64.clone(), 200),
+        ("/webhooks/b64", b64.trim_end_matches('=').to_owned(), 200),
+        ("/webhooks/b64", hex_sig.clone(), 401),
+    ];
+    for (path, sig, want) in cases {
+        let reply = sidecar
+            .send(Version::H1, "POST", path, &body, &[("content-type", "application/json"), ("x-coolpopup-signature", &sig)])
+            .await;
+        assert_eq!(reply.status, want, "{path} {sig}");
+        if want == 200 {
+            upstream.only_one();
+        } else {
+            upstream.assert_nothing();
+        }
+    }
+}
+
+#[tokio::test]
+async fn upstream_2xx_becomes_200_and_errors_pass_through() {
+    let upstream = Upstream::start().await;
+    let mut opts = Options::new(upstream.url());
+    opts.routes = [201u16, 202, 204, 404, 500, 503]
+        .iter()
+        .map(|s| {
+            let name: &'static str = Box::leak(format!("s{s}").into_boxed_str());
+            let path: &'static str = Box::leak(format!("/webhooks/s{s}").into_boxed_str());
+            route(name, path, &format!("/status/{s}"))
+        })
+        .collect();
+    let sidecar = Sidecar::start(opts).await;
+    for (code, want) in [(201, 200), (202, 200), (204, 200), (404, 404), (500, 500), (503, 503)] {
+        let reply = sidecar.post(&format!("/webhooks/s{code}"), &body_of("popup.shown")).await;
+        assert_eq!(reply.status, want, "upstream {code}");
+        let up = upstream.only_one();
+        assert_eq!(up.path, format!("/status/{code}"));
+        if code != 204 {
+            assert_eq!(reply.body, "{\"ok\":true}", "upstream body passed on for {code}");
+        }
+        assert_eq!(reply.headers["x-upstream"], "yes", "upstream headers passed on");
+    }
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let upstream = Upstream::start().await;
+    let mut opts = Options::new(upstream.url());
+    opts.routes = vec![route("slow", "/webhooks/slow", "/slow/3000")];
+    opts.upstream_timeout = "300ms";
+    let sidecar = Sidecar::start(opts).await;
+    let reply = sidecar.post("/webhooks/slow", &body_of("popup.shown")).await;
+    reply.expect_error(504, "upstream_timeout");
+    upstream.only_one();
+}
+
+#[tokio::test]
+async fn dead_upstream_is_502() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sidecar = Sidecar::start(Options::new(format!("http://127.0.0.1:{port}"))).await;
+    let reply = sidecar.post("/webhooks/coolpopup", &body_of("popup.shown")).await;
+    reply.expect_error(502, "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn keep_alive_connection_serves_many_requests() {
+    use http_body_util::{BodyExt, Full};
+    let (upstream, sidecar) = world().await;
+    let stream = sidecar.connect(Version::H1).await;
+    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..5 {
+        let body = body_of("popup.clicked");
+        let req = http::Request::post("/webhooks/coolpopup")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .header("x-coolpopup-signature", sign(&body, SECRET))
+            .body(Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let resp = s.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+    }
+    assert_eq!(upstream.take().len(), 5);
+}

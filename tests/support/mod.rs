@@ -1,0 +1,490 @@
+//! Shared test harness: TLS material (rcgen), a recording upstream, an
+//! in-process hookgate bound to 127.0.0.1:0, clients over real TLS sockets
+//! (HTTP/1.1, HTTP/2, raw bytes), and signing.
+#![allow(dead_code, missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use hookgate::config::Config;
+use hookgate::{Hookgate, Listeners};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+pub const SECRET: &[u8] = b"whsec-test-primary-0123456789";
+pub const SECRET_OLD: &[u8] = b"whsec-test-previous-9876543210";
+
+/// A body with the spec's example shape for `event`.
+pub fn body_of(event: &str) -> Vec<u8> {
+    let visitor = if event == "popup.converted" {
+        r#","visitor":{"email":"jane@example.com","fields":{"name":"Jane Smith","email":"jane@example.com"}}"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"event":"{event}","campaign_id":"camp_abc123","campaign_name":"Summer Sale Popup","timestamp":"2026-04-26T12:00:00Z"{visitor},"page_url":"https://yoursite.com/products/summer-sale"}}"#
+    )
+    .into_bytes()
+}
+
+pub fn sign(body: &[u8], secret: &[u8]) -> String {
+    use hmac::{Mac, KeyInit};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+// === TLS material ===
+
+pub struct TlsFiles {
+    pub dir: tempfile::TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub cert_pem: String,
+}
+
+/// A self-signed leaf for localhost / 127.0.0.1 written to a temp dir.
+pub fn make_tls() -> TlsFiles {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_pem, key_pem) = cert_pair("localhost");
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, &key_pem).unwrap();
+    TlsFiles {
+        dir,
+        cert,
+        key,
+        cert_pem,
+    }
+}
+
+/// A fresh (cert PEM, key PEM) pair for localhost and 127.0.0.1, with `cn` as common name.
+pub fn cert_pair(cn: &str) -> (String, String) {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+// === the recording upstream ===
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+}
+
+/// Records every request; the path picks the answer: `/status/NNN` answers
+/// NNN, `/slow/MS` waits MS milliseconds first, anything else 200.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Recorded>>>,
+    arrivals: tokio::sync::Mutex<mpsc::UnboundedReceiver<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let seen = seen2.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let seen = seen.clone();
+                        let tx = tx.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let path = parts.uri.to_string();
+                            seen.lock().unwrap().push(Recorded {
+                                method: parts.method.to_string(),
+                                path: path.clone(),
+                                version: parts.version,
+                                headers: parts.headers,
+                                body,
+                            });
+                            let _ = tx.send(());
+                            let segs: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
+                            let mut status = 200u16;
+                            if segs.len() >= 3 && segs[1] == "status" {
+                                status = segs[2].parse().unwrap_or(500);
+                            }
+                            if segs.len() >= 3 && segs[1] == "slow" {
+                                let ms: u64 = segs[2].parse().unwrap_or(0);
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
+                            let body = if status == 204 { Bytes::new() } else { Bytes::from_static(b"{\"ok\":true}") };
+                            let mut r = Response::new(Full::new(body));
+                            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                            r.headers_mut().insert("x-upstream", "yes".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            seen,
+            arrivals: tokio::sync::Mutex::new(rx),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything recorded so far (and forgets it).
+    pub fn take(&self) -> Vec<Recorded> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+
+    /// Exactly one request was recorded; returns it.
+    pub fn only_one(&self) -> Recorded {
+        let mut got = self.take();
+        assert_eq!(got.len(), 1, "upstream got {} requests, want 1", got.len());
+        got.remove(0)
+    }
+
+    /// Nothing was forwarded. hookgate answers a forwarded request only
+    /// after the upstream answered, so after a response this cannot race.
+    pub fn assert_nothing(&self) {
+        let got = self.take();
+        assert!(got.is_empty(), "upstream got {} requests, want none: {:?}", got.len(), got.iter().map(|r| &r.path).collect::<Vec<_>>());
+    }
+
+    /// Waits (bounded) until the upstream has received a request.
+    pub async fn arrival(&self) {
+        tokio::time::timeout(Duration::from_secs(10), self.arrivals.lock().await.recv())
+            .await
+            .expect("no request reached the upstream within 10 s");
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// === the sidecar ===
+
+pub struct Route {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub upstream_path: String,
+    pub extra: String,
+}
+
+pub fn route(name: &'static str, path: &'static str, upstream_path: &str) -> Route {
+    Route {
+        name,
+        path,
+        upstream_path: upstream_path.to_owned(),
+        extra: String::new(),
+    }
+}
+
+impl Route {
+    pub fn with(mut self, toml_lines: &str) -> Self {
+        self.extra.push_str(toml_lines);
+        self.extra.push('\n');
+        self
+    }
+}
+
+pub struct Sidecar {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub tls: TlsFiles,
+    pub secret_file: PathBuf,
+    pub metrics: Arc<hookgate::metrics::Metrics>,
+    pub reloader: Arc<hookgate::reload::Reloader>,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct Options {
+    pub upstream_url: String,
+    pub routes: Vec<Route>,
+    /// Extra lines under [server].
+    pub server: String,
+    /// Extra top-level TOML (after everything else).
+    pub extra: String,
+    pub tls: Option<TlsFiles>,
+    pub upstream_timeout: &'static str,
+}
+
+impl Options {
+    pub fn new(upstream_url: String) -> Self {
+        Self {
+            upstream_url,
+            routes: vec![route("coolpopup", "/webhooks/coolpopup", "/hooks/popup")],
+            server: String::new(),
+            extra: String::new(),
+            tls: None,
+            upstream_timeout: "1s",
+        }
+    }
+}
+
+/// The config text for `opts`, with the secret in `secret_file`.
+pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String {
+    let mut t = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\nheader_read_timeout = \"2s\"\n{}\n\
+         [server.tls]\ncert_file = {:?}\nkey_file = {:?}\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [upstream]\nurl = {:?}\ntimeout = {:?}\nconnect_timeout = \"500ms\"\n\
+         [reload]\ninterval = \"0s\"\n",
+        opts.server,
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+        opts.upstream_url,
+        opts.upstream_timeout,
+    );
+    for r in &opts.routes {
+        t.push_str(&format!(
+            "[[routes]]\nname = {:?}\npath = {:?}\nupstream_path = {:?}\n",
+            r.name, r.path, r.upstream_path
+        ));
+        if !r.extra.contains("secret_files") {
+            t.push_str(&format!("secret_files = [{:?}]\n", secret_file.display().to_string()));
+        }
+        t.push_str(&r.extra);
+    }
+    t.push_str(&opts.extra);
+    t
+}
+
+impl Sidecar {
+    pub async fn start(opts: Options) -> Self {
+        Self::try_start(opts).await.unwrap_or_else(|e| panic!("hookgate did not start: {e}"))
+    }
+
+    pub async fn try_start(mut opts: Options) -> Result<Self, String> {
+        let tls = opts.tls.take().unwrap_or_else(make_tls);
+        let secret_file = tls.dir.path().join("secret");
+        std::fs::write(&secret_file, [SECRET, b"\n"].concat()).unwrap();
+        let text = config_text(&opts, &tls, &secret_file);
+        let config = Config::from_figment(&Figment::new().merge(Toml::string(&text))).map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())?;
+        let loaded = hookgate::state::load(config).map_err(|e| e.to_string())?;
+        let listeners = Listeners {
+            public: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listeners.public.local_addr().unwrap();
+        let admin = listeners.admin.local_addr().unwrap();
+        let hookgate = Hookgate::new(loaded).map_err(|e| e.to_string())?;
+        let metrics = hookgate.metrics();
+        let reloader = hookgate.reloader();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(hookgate.run(listeners, async move {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            addr,
+            admin,
+            tls,
+            secret_file,
+            metrics,
+            reloader,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// Starts draining (as SIGTERM does).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn trust(&self) -> hookgate::client::Trust {
+        hookgate::client::Trust::Pem(self.tls.cert_pem.clone().into_bytes())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    /// POSTs `body` signed with SECRET over a fresh HTTP/1.1 TLS connection.
+    pub async fn post(&self, path: &str, body: &[u8]) -> Reply {
+        let sig = sign(body, SECRET);
+        self.send(Version::H1, "POST", path, body, &[("content-type", "application/json"), ("x-coolpopup-signature", &sig)])
+            .await
+    }
+
+    /// One request on a fresh TLS connection with exactly these headers.
+    pub async fn send(&self, v: Version, method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+        let stream = self.connect(v).await;
+        let mut b = Request::builder().method(method);
+        b = match v {
+            Version::H1 => b.uri(path).header("host", format!("localhost:{}", self.addr.port())),
+            Version::H2 => b.uri(self.url(path)).version(http::Version::HTTP_2),
+        };
+        for (k, val) in headers {
+            b = b.header(*k, *val);
+        }
+        let req = b.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+        let io = TokioIo::new(stream);
+        let resp = match v {
+            Version::H1 => {
+                let (mut s, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(conn);
+                s.send_request(req).await.unwrap()
+            }
+            Version::H2 => {
+                let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+                tokio::spawn(conn);
+                s.send_request(req).await.unwrap()
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// A TLS connection offering `h2` or `http/1.1`.
+    pub async fn connect(&self, v: Version) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let alpn: &[&[u8]] = match v {
+            Version::H1 => &[b"http/1.1"],
+            Version::H2 => &[b"h2"],
+        };
+        let config = hookgate::client::tls_config(&self.trust(), alpn).unwrap();
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let want: &[u8] = match v {
+            Version::H1 => b"http/1.1",
+            Version::H2 => b"h2",
+        };
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(want), "ALPN");
+        tls
+    }
+
+    /// Writes raw bytes over TLS and reads until the server closes (bounded).
+    pub async fn raw(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut tls = self.connect(Version::H1).await;
+        tls.write_all(bytes).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+        out
+    }
+
+    /// GET on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let tcp = TcpStream::connect(self.admin).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(path).header("host", "admin").body(Full::new(Bytes::new())).unwrap();
+        let resp = s.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The value of one sample line in /metrics, e.g.
+    /// `hookgate_requests_total{route="coolpopup",outcome="forwarded"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Shuts down and waits for `run` to return.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("hookgate did not stop within 30 s")
+                .unwrap();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    H1,
+    H2,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Asserts the status and the spec's error code.
+    pub fn expect_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {:?}", self.body);
+        assert_eq!(self.error(), code, "body: {:?}", self.body);
+    }
+}
+
+/// A world: one recording upstream and one sidecar with the default route.
+pub async fn world() -> (Upstream, Sidecar) {
+    let upstream = Upstream::start().await;
+    let sidecar = Sidecar::start(Options::new(upstream.url())).await;
+    (upstream, sidecar)
+}
