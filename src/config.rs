@@ -388,7 +388,7 @@ impl Config {
                 format!("must be \"1.2\" or \"1.3\", not {:?}", s.tls.min_version),
             ));
         }
-        if s.listen == self.admin.listen {
+        if s.listen == self.admin.listen && s.listen.port() != 0 {
             p.push(Problem::new(
                 "admin.listen",
                 "must differ from server.listen",

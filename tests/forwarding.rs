@@ -152,23 +152,15 @@ async fn http2_is_accepted_and_forwarded_as_http1() {
 #[tokio::test]
 async fn rotation_accepts_every_configured_secret() {
     let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let old = dir.path().join("old");
-    std::fs::write(&old, SECRET_OLD).unwrap();
-    let var = "HOOKGATE_TEST_ROTATION_SECRET_UNUSED";
-    let mut opts = Options::new(upstream.url());
-    opts.routes = vec![route("coolpopup", "/webhooks/coolpopup", "/hooks/popup").with(&format!(
-        "secret_files = [{:?}, {:?}]",
-        old.display().to_string(),
-        // the primary secret, written by the harness next to the cert
-        "PLACEHOLDER"
-    ))];
-    // The harness writes SECRET to <tls dir>/secret; point the route at it.
     let tls = make_tls();
+    // The harness writes SECRET to <tls dir>/secret; add the previous one beside it.
     let primary = tls.dir.path().join("secret");
-    opts.routes[0].extra = opts.routes[0].extra.replace("PLACEHOLDER", &primary.display().to_string());
+    let previous = tls.dir.path().join("previous");
+    std::fs::write(&previous, SECRET_OLD).unwrap();
+    let mut opts = Options::new(upstream.url());
+    opts.routes = vec![route("coolpopup", "/webhooks/coolpopup", "/hooks/popup")
+        .with(&format!("secret_files = [{:?}, {:?}]", primary.display().to_string(), previous.display().to_string()))];
     opts.tls = Some(tls);
-    let _ = var;
     let sidecar = Sidecar::start(opts).await;
     let body = body_of("popup.converted");
     for secret in [SECRET, SECRET_OLD] {
@@ -250,7 +242,7 @@ async fn slow_upstream_is_504() {
     let upstream = Upstream::start().await;
     let mut opts = Options::new(upstream.url());
     opts.routes = vec![route("slow", "/webhooks/slow", "/slow/3000")];
-    opts.upstream_timeout = "300ms";
+    opts.upstream_timeout = "600ms";
     let sidecar = Sidecar::start(opts).await;
     let reply = sidecar.post("/webhooks/slow", &body_of("popup.shown")).await;
     reply.expect_error(504, "upstream_timeout");
