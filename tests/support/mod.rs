@@ -253,6 +253,8 @@ pub struct Options {
     pub extra: String,
     pub tls: Option<TlsFiles>,
     pub upstream_timeout: &'static str,
+    /// Extra lines under [server.tls].
+    pub tls_extra: String,
 }
 
 impl Options {
@@ -264,6 +266,7 @@ impl Options {
             extra: String::new(),
             tls: None,
             upstream_timeout: "1s",
+            tls_extra: String::new(),
         }
     }
 }
@@ -272,13 +275,14 @@ impl Options {
 pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String {
     let mut t = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\nheader_read_timeout = \"2s\"\n{}\n\
-         [server.tls]\ncert_file = {:?}\nkey_file = {:?}\n\
+         [server.tls]\ncert_file = {:?}\nkey_file = {:?}\n{}\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [upstream]\nurl = {:?}\ntimeout = {:?}\nconnect_timeout = \"500ms\"\n\
          [reload]\ninterval = \"0s\"\n",
         opts.server,
         tls.cert.display().to_string(),
         tls.key.display().to_string(),
+        opts.tls_extra,
         opts.upstream_url,
         opts.upstream_timeout,
     );
