@@ -19,7 +19,11 @@ use tokio::net::TcpListener;
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let len = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     let h = |name: &str| {
         parts
             .headers
@@ -41,16 +45,24 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         h("x-forwarded-for"),
     );
     let mut r = Response::new(Full::new(Bytes::from_static(b"{\"received\":true}\n")));
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     Ok(r)
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
     let listener = TcpListener::bind(&addr).await?;
-    let _ = writeln!(std::io::stdout(), "upstream listening on http://{}", listener.local_addr()?);
+    let _ = writeln!(
+        std::io::stdout(),
+        "upstream listening on http://{}",
+        listener.local_addr()?
+    );
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

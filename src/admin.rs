@@ -6,12 +6,12 @@
 //! - `GET /metrics`: Prometheus/OpenMetrics text.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -33,13 +33,16 @@ pub fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>>
     let text = |status: StatusCode, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *r.status_mut() = status;
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         r
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     match req.uri().path() {
@@ -48,8 +51,10 @@ pub fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>>
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/metrics" => {
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.encode())));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
             r
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -7,14 +7,14 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use http::{header, HeaderValue, Method, Request};
+use http::{HeaderValue, Method, Request, header};
 use http_body_util::Full;
 
 use crate::client::{self, Trust};
 use crate::config::ConfigErrors;
 use crate::secret::Secret;
 use crate::state::{self, Loaded};
-use crate::{signature, telemetry, Hookgate, Listeners};
+use crate::{Hookgate, Listeners, signature, telemetry};
 
 /// EX_CONFIG from sysexits.h.
 pub const EXIT_CONFIG: u8 = 78;
@@ -135,7 +135,10 @@ fn serve(path: Option<&Path>) -> ExitCode {
         );
         tracing::debug!(cert = %pem, "development certificate");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
@@ -150,7 +153,9 @@ fn serve(path: Option<&Path>) -> ExitCode {
         };
         let reloader = hookgate.reloader();
         let sighup = tokio::spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
                 tracing::warn!("cannot listen for SIGHUP; reload only by polling");
                 return;
             };
@@ -168,8 +173,11 @@ fn serve(path: Option<&Path>) -> ExitCode {
 
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
@@ -189,14 +197,24 @@ fn check(path: Option<&Path>) -> ExitCode {
         Err(e) => return fail(format!("cannot print the config: {e}")),
     };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "# effective configuration (defaults, file, environment)\n{toml}");
+    let _ = writeln!(
+        out,
+        "# effective configuration (defaults, file, environment)\n{toml}"
+    );
     let _ = writeln!(out, "# loaded material");
     match &loaded.tls.files {
         Some((cert, _)) => {
-            let _ = writeln!(out, "# tls: certificate from {} (key matches)", cert.display());
+            let _ = writeln!(
+                out,
+                "# tls: certificate from {} (key matches)",
+                cert.display()
+            );
         }
         None => {
-            let _ = writeln!(out, "# tls: self-signed development certificate (never in production)");
+            let _ = writeln!(
+                out,
+                "# tls: self-signed development certificate (never in production)"
+            );
         }
     }
     for route in loaded.routes.iter() {
@@ -217,8 +235,10 @@ fn check(path: Option<&Path>) -> ExitCode {
 }
 
 fn read_secret(path: &Path) -> Result<Secret, String> {
-    let raw = std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
-    Secret::new(&raw, path.display().to_string()).map_err(|e| format!("secret file {}: {e}", path.display()))
+    let raw = std::fs::read(path)
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    Secret::new(&raw, path.display().to_string())
+        .map_err(|e| format!("secret file {}: {e}", path.display()))
 }
 
 fn read_body(path: Option<&Path>) -> Result<Vec<u8>, String> {
@@ -252,7 +272,10 @@ pub fn sample_event(event: &str) -> Vec<u8> {
     let now = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "2026-04-26T12:00:00Z".to_owned());
     let mut doc = serde_json::json!({
         "event": event,
@@ -270,7 +293,13 @@ pub fn sample_event(event: &str) -> Vec<u8> {
     serde_json::to_vec(&doc).unwrap_or_default()
 }
 
-fn send(url: &str, secret_file: &Path, event: &str, body_file: Option<&Path>, trust: Trust) -> ExitCode {
+fn send(
+    url: &str,
+    secret_file: &Path,
+    event: &str,
+    body_file: Option<&Path>,
+    trust: Trust,
+) -> ExitCode {
     let secret = match read_secret(secret_file) {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -287,14 +316,23 @@ fn send(url: &str, secret_file: &Path, event: &str, body_file: Option<&Path>, tr
         .method(Method::POST)
         .uri(url)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::USER_AGENT, concat!("hookgate-send/", env!("CARGO_PKG_VERSION")))
-        .header("x-coolpopup-signature", HeaderValue::from_str(&signature).unwrap_or(HeaderValue::from_static("")))
+        .header(
+            header::USER_AGENT,
+            concat!("hookgate-send/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(
+            "x-coolpopup-signature",
+            HeaderValue::from_str(&signature).unwrap_or(HeaderValue::from_static("")),
+        )
         .body(Full::new(Bytes::from(body)));
     let request = match request {
         Ok(r) => r,
         Err(e) => return fail(format!("invalid URL {url:?}: {e}")),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };

@@ -64,7 +64,9 @@ pub fn tls_config(trust: &Trust, alpn: &[&[u8]]) -> Result<ClientConfig, ClientE
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| ClientError::Trust(e.to_string()))?;
-                roots.add(cert).map_err(|e| ClientError::Trust(e.to_string()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ClientError::Trust(e.to_string()))?;
             }
             if roots.is_empty() {
                 return Err(ClientError::Trust("no PEM certificate found".to_owned()));
@@ -82,15 +84,26 @@ pub fn tls_config(trust: &Trust, alpn: &[&[u8]]) -> Result<ClientConfig, ClientE
 
 /// Sends `req` (an absolute `https://` URI) on a new connection and reads
 /// the whole answer. Uses HTTP/2 if the server picks it.
-pub async fn send(req: Request<Full<Bytes>>, trust: &Trust) -> Result<Response<Bytes>, ClientError> {
+pub async fn send(
+    req: Request<Full<Bytes>>,
+    trust: &Trust,
+) -> Result<Response<Bytes>, ClientError> {
     let uri = req.uri().clone();
     if uri.scheme_str() != Some("https") {
-        return Err(ClientError::Url("only https:// URLs are supported".to_owned()));
+        return Err(ClientError::Url(
+            "only https:// URLs are supported".to_owned(),
+        ));
     }
-    let host = uri.host().ok_or_else(|| ClientError::Url("no host".to_owned()))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| ClientError::Url("no host".to_owned()))?;
     let port = uri.port_u16().unwrap_or(443);
-    let name = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let server_name = ServerName::try_from(name.clone()).map_err(|e| ClientError::Url(e.to_string()))?;
+    let name = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let server_name =
+        ServerName::try_from(name.clone()).map_err(|e| ClientError::Url(e.to_string()))?;
     let config = tls_config(trust, &[b"h2", b"http/1.1"])?;
     let tcp = TcpStream::connect((name.as_str(), port))
         .await
@@ -110,21 +123,22 @@ pub async fn send(req: Request<Full<Bytes>>, trust: &Trust) -> Result<Response<B
         tokio::spawn(conn);
         sender.send_request(req).await.map_err(io_err)?
     } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(io_err)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(io_err)?;
         tokio::spawn(conn);
         let mut req = req;
-        if !req.headers().contains_key(http::header::HOST) {
-            if let Some(authority) = uri.authority() {
-                if let Ok(v) = http::HeaderValue::from_str(authority.as_str()) {
-                    req.headers_mut().insert(http::header::HOST, v);
-                }
-            }
+        if !req.headers().contains_key(http::header::HOST)
+            && let Some(authority) = uri.authority()
+            && let Ok(v) = http::HeaderValue::from_str(authority.as_str())
+        {
+            req.headers_mut().insert(http::header::HOST, v);
         }
         // HTTP/1.1 wants origin-form.
-        if let Some(pq) = uri.path_and_query() {
-            if let Ok(origin) = pq.as_str().parse() {
-                *req.uri_mut() = origin;
-            }
+        if let Some(pq) = uri.path_and_query()
+            && let Ok(origin) = pq.as_str().parse()
+        {
+            *req.uri_mut() = origin;
         }
         sender.send_request(req).await.map_err(io_err)?
     };
@@ -156,7 +170,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -165,7 +184,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Toml};
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
@@ -430,10 +430,16 @@ impl Config {
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.push(Problem::new("log.level", format!("is not a valid filter: {e}")));
+            p.push(Problem::new(
+                "log.level",
+                format!("is not a valid filter: {e}"),
+            ));
         }
         if self.routes.is_empty() {
-            p.push(Problem::new("routes", "at least one [[routes]] is required"));
+            p.push(Problem::new(
+                "routes",
+                "at least one [[routes]] is required",
+            ));
         }
         for (i, r) in self.routes.iter().enumerate() {
             validate_route(i, r, &self.routes[..i], &mut p);
@@ -460,7 +466,10 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
             "may only contain letters, digits, '.', '_' and '-' (it becomes a header and a metric label)",
         ));
     } else if earlier.iter().any(|e| e.name == r.name) {
-        p.push(Problem::new(key("name"), format!("{:?} is used by an earlier route", r.name)));
+        p.push(Problem::new(
+            key("name"),
+            format!("{:?} is used by an earlier route", r.name),
+        ));
     }
     if !r.path.starts_with('/') || r.path.contains(['?', '#']) {
         p.push(Problem::new(
@@ -470,7 +479,10 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
     } else if http::uri::PathAndQuery::try_from(r.path.as_str()).is_err() {
         p.push(Problem::new(key("path"), "is not a valid URI path"));
     } else if earlier.iter().any(|e| e.path == r.path) {
-        p.push(Problem::new(key("path"), format!("{:?} is used by an earlier route", r.path)));
+        p.push(Problem::new(
+            key("path"),
+            format!("{:?} is used by an earlier route", r.path),
+        ));
     }
     if !r.upstream_path.is_empty()
         && (!r.upstream_path.starts_with('/')
@@ -490,11 +502,17 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
     }
     for (j, name) in r.secret_env.iter().enumerate() {
         if name.is_empty() {
-            p.push(Problem::new(format!("routes[{i}].secret_env[{j}]"), "is empty"));
+            p.push(Problem::new(
+                format!("routes[{i}].secret_env[{j}]"),
+                "is empty",
+            ));
         }
     }
     if r.events.is_empty() {
-        p.push(Problem::new(key("events"), "at least one event is required"));
+        p.push(Problem::new(
+            key("events"),
+            "at least one event is required",
+        ));
     }
     for (j, e) in r.events.iter().enumerate() {
         if !ALL_EVENTS.contains(&e.as_str()) {
@@ -505,7 +523,10 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
         }
     }
     if HeaderName::from_bytes(r.signature_header.as_bytes()).is_err() {
-        p.push(Problem::new(key("signature_header"), "is not a valid header name"));
+        p.push(Problem::new(
+            key("signature_header"),
+            "is not a valid header name",
+        ));
     } else if crate::headers::is_managed(&r.signature_header) {
         p.push(Problem::new(
             key("signature_header"),
@@ -515,7 +536,10 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
     if !matches!(r.signature_encoding.as_str(), "hex" | "base64") {
         p.push(Problem::new(
             key("signature_encoding"),
-            format!("must be \"hex\" or \"base64\", not {:?}", r.signature_encoding),
+            format!(
+                "must be \"hex\" or \"base64\", not {:?}",
+                r.signature_encoding
+            ),
         ));
     }
 }
@@ -549,7 +573,14 @@ fn figment_problems(e: figment::Error) -> Vec<Problem> {
             if let Some(meta) = &e.metadata {
                 message.push_str(&format!(" (from {})", meta.name));
             }
-            Problem::new(if key.is_empty() { "config".to_owned() } else { key }, message)
+            Problem::new(
+                if key.is_empty() {
+                    "config".to_owned()
+                } else {
+                    key
+                },
+                message,
+            )
         })
         .collect()
 }
@@ -601,7 +632,10 @@ mod tests {
 
     #[test]
     fn durations_are_strings() {
-        let c = load(&format!("[upstream]\ntimeout = \"1500ms\"\nconnect_timeout = \"250ms\"\n{GOOD}")).unwrap();
+        let c = load(&format!(
+            "[upstream]\ntimeout = \"1500ms\"\nconnect_timeout = \"250ms\"\n{GOOD}"
+        ))
+        .unwrap();
         assert_eq!(c.upstream.timeout, Duration::from_millis(1500));
         assert_eq!(c.upstream.connect_timeout, Duration::from_millis(250));
     }
@@ -664,13 +698,23 @@ mod tests {
 
     #[test]
     fn duplicate_route_paths_are_rejected() {
-        let e = load(&format!("{GOOD}{}", GOOD.replace("name = \"coolpopup\"", "name = \"other\""))).unwrap_err();
+        let e = load(&format!(
+            "{GOOD}{}",
+            GOOD.replace("name = \"coolpopup\"", "name = \"other\"")
+        ))
+        .unwrap_err();
         assert!(e.0.iter().any(|p| p.key == "routes[1].path"), "{e}");
     }
 
     #[test]
     fn signature_header_cannot_be_a_managed_header() {
-        let e = load(&format!("{GOOD}signature_header = \"X-Webhook-Verified\"\n")).unwrap_err();
-        assert!(e.0.iter().any(|p| p.key == "routes[0].signature_header"), "{e}");
+        let e = load(&format!(
+            "{GOOD}signature_header = \"X-Webhook-Verified\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.iter().any(|p| p.key == "routes[0].signature_header"),
+            "{e}"
+        );
     }
 }

@@ -171,7 +171,9 @@ impl Rejection {
                 v.push(b'\n');
                 Bytes::from(v)
             }
-            Err(_) => Bytes::from_static(b"{\"error\":\"internal_error\",\"message\":\"internal error\"}\n"),
+            Err(_) => Bytes::from_static(
+                b"{\"error\":\"internal_error\",\"message\":\"internal error\"}\n",
+            ),
         }
     }
 }
@@ -185,13 +187,33 @@ mod tests {
         let rows: [(Rejection, u16, &str); 11] = [
             (Rejection::NotFound, 404, "not_found"),
             (Rejection::MethodNotAllowed, 405, "method_not_allowed"),
-            (Rejection::PayloadTooLarge { limit: 1 }, 413, "payload_too_large"),
-            (Rejection::UnsupportedContentType, 415, "unsupported_media_type"),
-            (Rejection::UnsupportedContentEncoding, 415, "unsupported_media_type"),
-            (Rejection::InvalidSignature(SignatureError::Missing), 401, "invalid_signature"),
+            (
+                Rejection::PayloadTooLarge { limit: 1 },
+                413,
+                "payload_too_large",
+            ),
+            (
+                Rejection::UnsupportedContentType,
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                Rejection::UnsupportedContentEncoding,
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                Rejection::InvalidSignature(SignatureError::Missing),
+                401,
+                "invalid_signature",
+            ),
             (Rejection::InvalidJson("x".into()), 400, "invalid_json"),
             (Rejection::InvalidPayload(vec![]), 422, "invalid_payload"),
-            (Rejection::EventNotAllowed("popup.shown"), 422, "event_not_allowed"),
+            (
+                Rejection::EventNotAllowed("popup.shown"),
+                422,
+                "event_not_allowed",
+            ),
             (Rejection::UpstreamUnavailable, 502, "upstream_unavailable"),
             (Rejection::UpstreamTimeout, 504, "upstream_timeout"),
         ];

@@ -102,7 +102,11 @@ pub struct Forwarding<'a> {
 /// `Content-Type`, `Content-Length`, `X-Forwarded-{For,Proto,Host}`,
 /// `X-Request-Id` and the `X-Webhook-*` set. Other end-to-end headers
 /// (`User-Agent`, ...) pass unchanged.
-pub fn normalize_request(headers: &mut HeaderMap, signature_header: &HeaderName, f: Forwarding<'_>) {
+pub fn normalize_request(
+    headers: &mut HeaderMap,
+    signature_header: &HeaderName,
+    f: Forwarding<'_>,
+) {
     strip_hop_by_hop(headers);
     headers.remove(signature_header);
     let spoofable: Vec<HeaderName> = headers
@@ -114,7 +118,10 @@ pub fn normalize_request(headers: &mut HeaderMap, signature_header: &HeaderName,
         headers.remove(&name);
     }
     headers.insert(header::HOST, f.upstream_host.clone());
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(f.content_length));
     headers.insert(X_FORWARDED_FOR.clone(), ip_value(f.peer_ip));
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
@@ -143,7 +150,8 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let (Some(v), None) = (incoming.next(), incoming.next()) {
         let b = v.as_bytes();
         if (1..=128).contains(&b.len())
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
         {
             return v.clone();
         }
@@ -229,7 +237,12 @@ mod tests {
                 content_length: 42,
             },
         );
-        let get = |k: &str| h.get_all(k).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        let get = |k: &str| {
+            h.get_all(k)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect::<Vec<_>>()
+        };
         assert!(get("x-coolpopup-signature").is_empty());
         assert!(get("x-webhook-admin").is_empty());
         assert!(get("forwarded").is_empty());
@@ -264,7 +277,14 @@ mod tests {
 
     #[test]
     fn managed_names_are_recognized_in_any_case() {
-        for n in ["Host", "X-Webhook-Verified", "x-forwarded-for", "Forwarded", "Connection", "TE"] {
+        for n in [
+            "Host",
+            "X-Webhook-Verified",
+            "x-forwarded-for",
+            "Forwarded",
+            "Connection",
+            "TE",
+        ] {
             assert!(is_managed(n), "{n}");
         }
         assert!(!is_managed("X-CoolPopup-Signature"));

@@ -28,8 +28,8 @@ pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
@@ -94,7 +94,9 @@ pub struct Hookgate {
 
 impl std::fmt::Debug for Hookgate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hookgate").field("app", &self.app).finish_non_exhaustive()
+        f.debug_struct("Hookgate")
+            .field("app", &self.app)
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,7 +106,11 @@ impl Hookgate {
         let metrics = Arc::new(Metrics::new());
         let upstream = Upstream::new(&loaded.config.upstream)?;
         let tls_config = tls::server_config(&loaded.config.server.tls, loaded.tls.store.clone())?;
-        let reloader = Arc::new(Reloader::new(loaded.routes.clone(), &loaded.tls, metrics.clone()));
+        let reloader = Arc::new(Reloader::new(
+            loaded.routes.clone(),
+            &loaded.tls,
+            metrics.clone(),
+        ));
         let app = Arc::new(App {
             routes: loaded.routes,
             upstream,
@@ -169,7 +175,10 @@ impl Hookgate {
         let stop = async move {
             shutdown.await;
             ready.store(false, Ordering::Release);
-            tracing::info!(drain_delay_ms = drain_delay.as_millis() as u64, "shutdown requested; draining");
+            tracing::info!(
+                drain_delay_ms = drain_delay.as_millis() as u64,
+                "shutdown requested; draining"
+            );
             tokio::time::sleep(drain_delay).await;
         };
         self.ready.store(true, Ordering::Release);
@@ -177,10 +186,20 @@ impl Hookgate {
             listen = %listeners.public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "hookgate ready"
         );
-        server::accept_loop(&listeners.public, shared, self.server.max_connections, &graceful, stop).await;
+        server::accept_loop(
+            &listeners.public,
+            shared,
+            self.server.max_connections,
+            &graceful,
+            stop,
+        )
+        .await;
         drop(listeners.public);
         let open = graceful.count();
-        tracing::info!(open_connections = open, "listener closed; finishing in-flight requests");
+        tracing::info!(
+            open_connections = open,
+            "listener closed; finishing in-flight requests"
+        );
         if tokio::time::timeout(self.server.shutdown_grace, graceful.shutdown())
             .await
             .is_err()

@@ -194,7 +194,9 @@ mod tests {
         m.record_request("coolpopup", "forwarded", 0.002);
         m.record_reload("tls", true);
         m.upstream_duration
-            .get_or_create(&RouteLabels { route: "coolpopup".into() })
+            .get_or_create(&RouteLabels {
+                route: "coolpopup".into(),
+            })
             .observe(0.001);
         let text = m.encode();
         for want in [

@@ -118,14 +118,18 @@ enum Shape<'de> {
 
 impl Shape<'_> {
     fn is_scalar(&self) -> bool {
-        matches!(self, Shape::Null | Shape::Bool | Shape::Number | Shape::Str(_))
+        matches!(
+            self,
+            Shape::Null | Shape::Bool | Shape::Number | Shape::Str(_)
+        )
     }
 }
 
 /// Receives the entries of an object, each exactly once, and must consume
 /// the value with `map.next_value_seed`.
 trait Entries<'de> {
-    fn entry<A: MapAccess<'de>>(&mut self, key: Cow<'de, str>, map: &mut A) -> Result<(), A::Error>;
+    fn entry<A: MapAccess<'de>>(&mut self, key: Cow<'de, str>, map: &mut A)
+    -> Result<(), A::Error>;
 }
 
 /// Walks any JSON value; objects are handed entry by entry to `handler`.
@@ -137,8 +141,15 @@ struct Walk<'h, H> {
 struct Ignore;
 
 impl<'de> Entries<'de> for Ignore {
-    fn entry<A: MapAccess<'de>>(&mut self, _key: Cow<'de, str>, map: &mut A) -> Result<(), A::Error> {
-        map.next_value_seed(Walk { handler: &mut Ignore }).map(drop)
+    fn entry<A: MapAccess<'de>>(
+        &mut self,
+        _key: Cow<'de, str>,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        map.next_value_seed(Walk {
+            handler: &mut Ignore,
+        })
+        .map(drop)
     }
 }
 
@@ -184,7 +195,9 @@ impl<'de, H: Entries<'de>> Visitor<'de> for Walk<'_, H> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut scalars_only = true;
-        while let Some(item) = seq.next_element_seed(Walk { handler: &mut Ignore })? {
+        while let Some(item) = seq.next_element_seed(Walk {
+            handler: &mut Ignore,
+        })? {
             scalars_only &= item.is_scalar();
         }
         Ok(Shape::Array { scalars_only })
@@ -265,7 +278,11 @@ struct TopLevel<'de> {
 }
 
 impl<'de> Entries<'de> for TopLevel<'de> {
-    fn entry<A: MapAccess<'de>>(&mut self, key: Cow<'de, str>, map: &mut A) -> Result<(), A::Error> {
+    fn entry<A: MapAccess<'de>>(
+        &mut self,
+        key: Cow<'de, str>,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
         let slot = match key.as_ref() {
             "event" => &mut self.event,
             "campaign_id" => &mut self.campaign_id,
@@ -274,13 +291,23 @@ impl<'de> Entries<'de> for TopLevel<'de> {
             "page_url" => &mut self.page_url,
             "visitor" => {
                 let mut visitor = VisitorObject::default();
-                let shape = map.next_value_seed(Walk { handler: &mut visitor })?;
+                let shape = map.next_value_seed(Walk {
+                    handler: &mut visitor,
+                })?;
                 self.visitor = Some((shape, visitor));
                 return Ok(());
             }
-            _ => return map.next_value_seed(Walk { handler: &mut Ignore }).map(drop),
+            _ => {
+                return map
+                    .next_value_seed(Walk {
+                        handler: &mut Ignore,
+                    })
+                    .map(drop);
+            }
         };
-        *slot = Some(map.next_value_seed(Walk { handler: &mut Ignore })?);
+        *slot = Some(map.next_value_seed(Walk {
+            handler: &mut Ignore,
+        })?);
         Ok(())
     }
 }
@@ -293,15 +320,29 @@ struct VisitorObject<'de> {
 }
 
 impl<'de> Entries<'de> for VisitorObject<'de> {
-    fn entry<A: MapAccess<'de>>(&mut self, key: Cow<'de, str>, map: &mut A) -> Result<(), A::Error> {
+    fn entry<A: MapAccess<'de>>(
+        &mut self,
+        key: Cow<'de, str>,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
         match key.as_ref() {
-            "email" => self.email = Some(map.next_value_seed(Walk { handler: &mut Ignore })?),
+            "email" => {
+                self.email = Some(map.next_value_seed(Walk {
+                    handler: &mut Ignore,
+                })?)
+            }
             "fields" => {
                 let mut fields = Fields::default();
-                let shape = map.next_value_seed(Walk { handler: &mut fields })?;
+                let shape = map.next_value_seed(Walk {
+                    handler: &mut fields,
+                })?;
                 self.fields = Some((shape, fields));
             }
-            _ => map.next_value_seed(Walk { handler: &mut Ignore }).map(drop)?,
+            _ => map
+                .next_value_seed(Walk {
+                    handler: &mut Ignore,
+                })
+                .map(drop)?,
         }
         Ok(())
     }
@@ -314,11 +355,18 @@ struct Fields {
 }
 
 impl<'de> Entries<'de> for Fields {
-    fn entry<A: MapAccess<'de>>(&mut self, key: Cow<'de, str>, map: &mut A) -> Result<(), A::Error> {
-        let value = map.next_value_seed(Walk { handler: &mut Ignore })?;
+    fn entry<A: MapAccess<'de>>(
+        &mut self,
+        key: Cow<'de, str>,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        let value = map.next_value_seed(Walk {
+            handler: &mut Ignore,
+        })?;
         let ok = value.is_scalar() || matches!(value, Shape::Array { scalars_only: true });
         if !ok {
-            self.bad.push(format!("/visitor/fields/{}", pointer_token(&key)));
+            self.bad
+                .push(format!("/visitor/fields/{}", pointer_token(&key)));
         }
         Ok(())
     }
@@ -380,7 +428,11 @@ impl<'de> TopLevel<'de> {
             if id.is_empty() {
                 violation(&mut out, "/campaign_id", "must not be empty");
             } else if id.chars().any(char::is_control) {
-                violation(&mut out, "/campaign_id", "must not contain control characters");
+                violation(
+                    &mut out,
+                    "/campaign_id",
+                    "must not contain control characters",
+                );
             }
         }
         required_str(&mut out, "/campaign_name", &self.campaign_name);
@@ -394,10 +446,14 @@ impl<'de> TopLevel<'de> {
                 );
             }
         }
-        if let Some(u) = required_str(&mut out, "/page_url", &self.page_url) {
-            if !is_web_url(u) {
-                violation(&mut out, "/page_url", "must be an absolute http or https URL");
-            }
+        if let Some(u) = required_str(&mut out, "/page_url", &self.page_url)
+            && !is_web_url(u)
+        {
+            violation(
+                &mut out,
+                "/page_url",
+                "must be an absolute http or https URL",
+            );
         }
         let converted = kind == Some(EventKind::Converted);
         match &self.visitor {
@@ -429,15 +485,16 @@ impl VisitorObject<'_> {
         match &self.email {
             None if converted => violation(out, "/visitor/email", "is required on popup.converted"),
             None => {}
-            Some(Shape::Str(email)) => {
-                if !is_plausible_email(email) {
-                    violation(out, "/visitor/email", "must be a plausible email address");
-                }
+            Some(Shape::Str(email)) if !is_plausible_email(email) => {
+                violation(out, "/visitor/email", "must be a plausible email address");
             }
+            Some(Shape::Str(_)) => {}
             Some(_) => violation(out, "/visitor/email", MUST_BE_STRING),
         }
         match &self.fields {
-            None if converted => violation(out, "/visitor/fields", "is required on popup.converted"),
+            None if converted => {
+                violation(out, "/visitor/fields", "is required on popup.converted")
+            }
             None => {}
             Some((Shape::Object, fields)) => {
                 for path in &fields.bad {
@@ -500,7 +557,10 @@ mod tests {
         let e = validate(CONVERTED.as_bytes()).unwrap();
         assert_eq!(e.kind, EventKind::Converted);
         assert_eq!(e.campaign_id, "camp_abc123");
-        assert!(matches!(e.campaign_id, Cow::Borrowed(_)), "no copy for a plain string");
+        assert!(
+            matches!(e.campaign_id, Cow::Borrowed(_)),
+            "no copy for a plain string"
+        );
     }
 
     #[test]
@@ -517,7 +577,13 @@ mod tests {
     fn every_violation_is_listed_at_its_own_path() {
         let body = r#"{"event":"popup.converted","campaign_id":"","timestamp":"yesterday","page_url":"not a url"}"#;
         let got = paths(body);
-        for want in ["/campaign_id", "/campaign_name", "/timestamp", "/page_url", "/visitor"] {
+        for want in [
+            "/campaign_id",
+            "/campaign_name",
+            "/timestamp",
+            "/page_url",
+            "/visitor",
+        ] {
             assert!(got.iter().any(|p| p == want), "{want} missing from {got:?}");
         }
     }
@@ -560,7 +626,13 @@ mod tests {
         let body = r#"{"event":"popup.exploded","campaign_id":7,"campaign_name":null,"timestamp":1,"page_url":"ftp://x.example/"}"#;
         assert_eq!(
             paths(body),
-            vec!["/event", "/campaign_id", "/campaign_name", "/timestamp", "/page_url"]
+            vec![
+                "/event",
+                "/campaign_id",
+                "/campaign_name",
+                "/timestamp",
+                "/page_url"
+            ]
         );
     }
 
@@ -573,7 +645,9 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_invalid_json_at_any_depth() {
-        assert!(is_invalid_json(br#"{"event":"popup.shown","event":"popup.closed"}"#));
+        assert!(is_invalid_json(
+            br#"{"event":"popup.shown","event":"popup.closed"}"#
+        ));
         assert!(is_invalid_json(br#"{"x":{"a":1,"a":2}}"#));
         assert!(is_invalid_json(br#"{"x":[{"a":1,"\u0061":2}]}"#));
         let mut many = String::from("{");
@@ -589,7 +663,10 @@ mod tests {
         assert!(is_invalid_json(b"{\"event\": \"popup.shown\", "));
         assert!(is_invalid_json(b"{} trailing"));
         assert!(is_invalid_json(b""));
-        assert!(is_invalid_json(b"{\"a\":\"\xff\"}"), "invalid UTF-8 in a string");
+        assert!(
+            is_invalid_json(b"{\"a\":\"\xff\"}"),
+            "invalid UTF-8 in a string"
+        );
         assert!(is_invalid_json(b"{\"a\":\"\\ud800\"}"), "lone surrogate");
         assert!(is_invalid_json(&[b'['; 100_000]), "deep nesting is bounded");
     }

@@ -106,11 +106,15 @@ impl Unverified {
         let mut values = self.parts.headers.get_all(&route.signature_header).iter();
         let value = match (values.next(), values.next()) {
             (None, _) => return Err(Rejection::InvalidSignature(SignatureError::Missing)),
-            (Some(_), Some(_)) => return Err(Rejection::InvalidSignature(SignatureError::Repeated)),
+            (Some(_), Some(_)) => {
+                return Err(Rejection::InvalidSignature(SignatureError::Repeated));
+            }
             (Some(v), None) => v,
         };
-        let tag = signature::parse(value.as_bytes(), route.encoding).map_err(Rejection::InvalidSignature)?;
-        signature::verify(&self.body, &tag, &route.secrets().secrets).map_err(Rejection::InvalidSignature)?;
+        let tag = signature::parse(value.as_bytes(), route.encoding)
+            .map_err(Rejection::InvalidSignature)?;
+        signature::verify(&self.body, &tag, &route.secrets().secrets)
+            .map_err(Rejection::InvalidSignature)?;
 
         let event = payload::validate(&self.body).map_err(|e| match e {
             PayloadError::InvalidJson(m) => Rejection::InvalidJson(m),
@@ -159,11 +163,12 @@ impl Verified {
             campaign_id,
         } = self;
         let uri = upstream.uri_for(&route.upstream_path, parts.uri.query())?;
-        let original_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         headers::normalize_request(
             &mut parts.headers,
             &route.signature_header,
@@ -218,9 +223,15 @@ fn check_head(parts: &Parts, max_body_bytes: usize) -> Result<Head, Rejection> {
     }
     if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
         // hyper has already refused a malformed or conflicting Content-Length.
-        let len: u64 = len.to_str().ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u64::MAX);
         if len > max_body_bytes as u64 {
-            return Err(Rejection::PayloadTooLarge { limit: max_body_bytes });
+            return Err(Rejection::PayloadTooLarge {
+                limit: max_body_bytes,
+            });
         }
     }
     let mut types = parts.headers.get_all(header::CONTENT_TYPE).iter();
@@ -243,7 +254,9 @@ fn check_head(parts: &Parts, max_body_bytes: usize) -> Result<Head, Rejection> {
 /// `application/json`, any case, parameters (`; charset=utf-8`) allowed.
 fn is_json(value: &[u8]) -> bool {
     let essence = value.split(|&b| b == b';').next().unwrap_or_default();
-    essence.trim_ascii().eq_ignore_ascii_case(b"application/json")
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
 }
 
 /// Reads the whole body, refusing it as soon as it grows past `limit`.
@@ -330,7 +343,12 @@ where
     respond(app, outcome, version, request_id, peer, elapsed)
 }
 
-async fn process<B>(app: &App, req: Request<B>, peer: SocketAddr, request_id: &HeaderValue) -> Outcome
+async fn process<B>(
+    app: &App,
+    req: Request<B>,
+    peer: SocketAddr,
+    request_id: &HeaderValue,
+) -> Outcome
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
 {
@@ -357,7 +375,7 @@ where
                 event: None,
                 result: Ok(Answer::Ping),
                 close: false,
-            }
+            };
         }
         Ok(Head::Post) => {}
         Err(rejection) => return early(Some(route), rejection, body),
@@ -387,7 +405,7 @@ where
                 event: None,
                 result: Err(rejection),
                 close: false,
-            }
+            };
         }
     };
     let event = verified.event();
@@ -426,8 +444,10 @@ fn respond(
     let (mut response, label, fault) = match outcome.result {
         Ok(Answer::Ping) => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"{\"status\":\"ok\"}\n")));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             (r, "ping", None)
         }
         Ok(Answer::Upstream(up)) => {
@@ -445,8 +465,10 @@ fn respond(
         Err(rejection) => {
             let mut r = Response::new(Full::new(rejection.body()));
             *r.status_mut() = rejection.status();
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             if matches!(rejection, Rejection::MethodNotAllowed) {
                 r.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("POST, GET, HEAD"));
@@ -528,23 +550,50 @@ mod tests {
         let json = ("content-type", "application/json");
         assert_eq!(code(check_head(&parts(Method::GET, &[]), 10)), "ping");
         assert_eq!(code(check_head(&parts(Method::HEAD, &[]), 10)), "ping");
-        assert_eq!(code(check_head(&parts(Method::PUT, &[json]), 10)), "method_not_allowed");
         assert_eq!(
-            code(check_head(&parts(Method::POST, &[("content-length", "11"), ("content-type", "text/plain")]), 10)),
+            code(check_head(&parts(Method::PUT, &[json]), 10)),
+            "method_not_allowed"
+        );
+        assert_eq!(
+            code(check_head(
+                &parts(
+                    Method::POST,
+                    &[("content-length", "11"), ("content-type", "text/plain")]
+                ),
+                10
+            )),
             "payload_too_large"
         );
-        assert_eq!(code(check_head(&parts(Method::POST, &[("content-length", "10"), json]), 10)), "post");
-        assert_eq!(code(check_head(&parts(Method::POST, &[]), 10)), "unsupported_media_type");
         assert_eq!(
-            code(check_head(&parts(Method::POST, &[json, ("content-encoding", "gzip")]), 10)),
-            "unsupported_media_type"
-        );
-        assert_eq!(
-            code(check_head(&parts(Method::POST, &[json, ("content-encoding", "identity")]), 10)),
+            code(check_head(
+                &parts(Method::POST, &[("content-length", "10"), json]),
+                10
+            )),
             "post"
         );
         assert_eq!(
-            code(check_head(&parts(Method::POST, &[json, ("content-type", "application/json")]), 10)),
+            code(check_head(&parts(Method::POST, &[]), 10)),
+            "unsupported_media_type"
+        );
+        assert_eq!(
+            code(check_head(
+                &parts(Method::POST, &[json, ("content-encoding", "gzip")]),
+                10
+            )),
+            "unsupported_media_type"
+        );
+        assert_eq!(
+            code(check_head(
+                &parts(Method::POST, &[json, ("content-encoding", "identity")]),
+                10
+            )),
+            "post"
+        );
+        assert_eq!(
+            code(check_head(
+                &parts(Method::POST, &[json, ("content-type", "application/json")]),
+                10
+            )),
             "unsupported_media_type",
             "two Content-Type headers"
         );
@@ -564,13 +613,18 @@ mod tests {
         use http_body_util::StreamBody;
         let frames = || {
             futures_util::stream::iter([
-                Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"12345"))),
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(
+                    b"12345",
+                ))),
                 Ok(http_body::Frame::data(Bytes::from_static(b"67890"))),
             ])
         };
         let mut body = StreamBody::new(frames());
         assert_eq!(read_body(&mut body, 10, 0).await.unwrap(), "1234567890");
         let mut body = StreamBody::new(frames());
-        assert!(matches!(read_body(&mut body, 9, 0).await, Err(Rejection::PayloadTooLarge { limit: 9 })));
+        assert!(matches!(
+            read_body(&mut body, 9, 0).await,
+            Err(Rejection::PayloadTooLarge { limit: 9 })
+        ));
     }
 }

@@ -121,13 +121,13 @@ impl Reloader {
             let last_error = memory.secret_errors.get_mut(i);
             match failure {
                 Some(reason) => {
-                    if let Some(last) = last_error {
-                        if last.as_deref() != Some(reason.as_str()) {
-                            self.metrics.record_reload("secrets", false);
-                            tracing::error!(route = %route.name, error = %reason,
+                    if let Some(last) = last_error
+                        && last.as_deref() != Some(reason.as_str())
+                    {
+                        self.metrics.record_reload("secrets", false);
+                        tracing::error!(route = %route.name, error = %reason,
                                 "new secret refused; the previous secrets stay in service");
-                            *last = Some(reason.clone());
-                        }
+                        *last = Some(reason.clone());
                     }
                     summary.errors.push(reason);
                 }
@@ -164,6 +164,8 @@ fn set_expiry(metrics: &Metrics, store: &CertStore) {
     let ck = store.current();
     let Some(leaf) = ck.cert.first() else { return };
     if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) {
-        metrics.cert_expiry.set(cert.validity().not_after.timestamp());
+        metrics
+            .cert_expiry
+            .set(cert.validity().not_after.timestamp());
     }
 }

@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use hmac::digest::KeyInit;
 use hmac::Hmac;
+use hmac::digest::KeyInit;
 use sha2::Sha256;
 
 /// HMAC-SHA256, the provider's signature algorithm.
@@ -39,7 +39,8 @@ impl Secret {
             return Err(SecretError::Empty);
         }
         // HMAC accepts keys of any length; this cannot fail, but stay total.
-        let keyed = <HmacSha256 as KeyInit>::new_from_slice(trimmed).map_err(|_| SecretError::Empty)?;
+        let keyed =
+            <HmacSha256 as KeyInit>::new_from_slice(trimmed).map_err(|_| SecretError::Empty)?;
         Ok(Self {
             keyed,
             origin: origin.into(),

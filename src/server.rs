@@ -129,7 +129,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, 
         refuse_plaintext(stream, shared.handshake_timeout).await;
         return;
     }
-    let tls = match tokio::time::timeout(shared.handshake_timeout, shared.acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout(shared.handshake_timeout, shared.acceptor.accept(stream))
+        .await
+    {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             metrics.tls_handshake_failures.inc();

@@ -6,9 +6,9 @@
 //! which compares in constant time. Nothing about the body is parsed before
 //! this succeeds.
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
 use base64::Engine;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use hmac::Mac;
 
 use crate::secret::Secret;
@@ -129,7 +129,10 @@ mod tests {
     #[test]
     fn hex_accepts_both_cases_and_the_prefix() {
         let want = parse(RFC_MAC.as_bytes(), Encoding::Hex).unwrap();
-        assert_eq!(parse(RFC_MAC.to_uppercase().as_bytes(), Encoding::Hex).unwrap(), want);
+        assert_eq!(
+            parse(RFC_MAC.to_uppercase().as_bytes(), Encoding::Hex).unwrap(),
+            want
+        );
         assert_eq!(
             parse(format!("sha256={RFC_MAC}").as_bytes(), Encoding::Hex).unwrap(),
             want
@@ -182,7 +185,13 @@ mod tests {
         let tag = parse(sign_hex(b"body", &secret("new")).as_bytes(), Encoding::Hex).unwrap();
         let secrets = [secret("old"), secret("new")];
         assert!(verify(b"body", &tag, &secrets).is_ok());
-        assert_eq!(verify(b"body!", &tag, &secrets), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"body", &tag, &secrets[..1]), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"body!", &tag, &secrets),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"body", &tag, &secrets[..1]),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

@@ -35,7 +35,8 @@ impl SecretSource {
     pub fn read(&self) -> Result<(Secret, [u8; 32]), String> {
         let (raw, origin) = match self {
             Self::File(path) => (
-                std::fs::read(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?,
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?,
                 format!("file {}", path.display()),
             ),
             Self::Env(name) => (
@@ -208,7 +209,11 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
     let name_header = HeaderValue::from_str(&rc.name).ok();
     let signature_header = HeaderName::from_bytes(rc.signature_header.as_bytes()).ok();
     let encoding = Encoding::from_config(&rc.signature_encoding);
-    let events: Vec<EventKind> = rc.events.iter().filter_map(|e| EventKind::from_name(e)).collect();
+    let events: Vec<EventKind> = rc
+        .events
+        .iter()
+        .filter_map(|e| EventKind::from_name(e))
+        .collect();
     if problems.len() != before {
         return None;
     }
@@ -229,7 +234,8 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
 fn load_tls(config: &Config) -> Result<TlsState, Vec<Problem>> {
     let tls = &config.server.tls;
     if tls.self_signed {
-        let (key, pem) = tls::self_signed().map_err(|e| vec![Problem::new("server.tls.self_signed", e.to_string())])?;
+        let (key, pem) = tls::self_signed()
+            .map_err(|e| vec![Problem::new("server.tls.self_signed", e.to_string())])?;
         return Ok(TlsState {
             store: CertStore::new(key),
             files: None,
@@ -245,9 +251,9 @@ fn load_tls(config: &Config) -> Result<TlsState, Vec<Problem>> {
         Err(e) => {
             let key = match &e {
                 tls::TlsError::Key { .. } => "server.tls.key_file",
-                tls::TlsError::Cert { .. } | tls::TlsError::Mismatch(_) | tls::TlsError::SelfSigned(_) => {
-                    "server.tls.cert_file"
-                }
+                tls::TlsError::Cert { .. }
+                | tls::TlsError::Mismatch(_)
+                | tls::TlsError::SelfSigned(_) => "server.tls.cert_file",
             };
             Err(vec![Problem::new(key, e.to_string())])
         }

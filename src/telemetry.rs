@@ -2,8 +2,8 @@
 //! pipelines) or a human format, filtered by `log.level`. Everything goes
 //! to stdout; `main` prints start-up failures to stderr before this exists.
 
-use tracing_subscriber::fmt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt;
 
 use crate::config::LogConfig;
 

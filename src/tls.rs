@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -88,9 +88,11 @@ fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKe
         return Err(PemError::Cert("no PEM certificate found".to_owned()));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| PemError::Key(e.to_string()))?;
-    let ck = CertifiedKey::from_der(chain, key, &provider()).map_err(|e| PemError::Mismatch(e.to_string()))?;
+    let ck = CertifiedKey::from_der(chain, key, &provider())
+        .map_err(|e| PemError::Mismatch(e.to_string()))?;
     // from_der lets an "unknown" consistency pass; we want a definite match.
-    ck.keys_match().map_err(|e| PemError::Mismatch(e.to_string()))?;
+    ck.keys_match()
+        .map_err(|e| PemError::Mismatch(e.to_string()))?;
     Ok(ck)
 }
 
@@ -98,13 +100,19 @@ fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKe
 /// memory. Development only. Returns the key and the certificate's PEM (so
 /// a client can trust it).
 pub fn self_signed() -> Result<(CertifiedKey, String), TlsError> {
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let generated = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
     let cert_pem = generated.cert.pem();
     let key_pem = generated.signing_key.serialize_pem();
-    let ck = certified_key_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).map_err(|e| match e {
-        PemError::Cert(r) | PemError::Key(r) | PemError::Mismatch(r) => TlsError::SelfSigned(r),
-    })?;
+    let ck =
+        certified_key_from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).map_err(|e| match e {
+            PemError::Cert(r) | PemError::Key(r) | PemError::Mismatch(r) => TlsError::SelfSigned(r),
+        })?;
     Ok((ck, cert_pem))
 }
 
@@ -182,7 +190,11 @@ mod tests {
     fn https_required_length_is_exact() {
         let text = std::str::from_utf8(HTTPS_REQUIRED).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{}", body.len());
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{}",
+            body.len()
+        );
     }
 
     #[test]
@@ -196,13 +208,19 @@ mod tests {
     fn mismatched_key_is_refused() {
         let a = rcgen::generate_simple_self_signed(vec!["a".to_owned()]).unwrap();
         let b = rcgen::generate_simple_self_signed(vec!["b".to_owned()]).unwrap();
-        let r = certified_key_from_pem(a.cert.pem().as_bytes(), b.signing_key.serialize_pem().as_bytes());
+        let r = certified_key_from_pem(
+            a.cert.pem().as_bytes(),
+            b.signing_key.serialize_pem().as_bytes(),
+        );
         assert!(matches!(r, Err(PemError::Mismatch(_))));
     }
 
     #[test]
     fn garbage_is_refused() {
-        assert!(matches!(certified_key_from_pem(b"nope", b"nope"), Err(PemError::Cert(_))));
+        assert!(matches!(
+            certified_key_from_pem(b"nope", b"nope"),
+            Err(PemError::Cert(_))
+        ));
     }
 
     #[test]

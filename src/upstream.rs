@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamConfig;
@@ -71,7 +71,8 @@ impl Upstream {
 
     /// `upstream.url` + `path` + `?query`.
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
-        let mut s = String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        let mut s =
+            String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         s.push_str(&self.base);
         s.push_str(path);
         if let Some(q) = query {

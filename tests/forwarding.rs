@@ -18,13 +18,21 @@ async fn forwards_exact_bytes() {
     assert_eq!(up.method, "POST");
     assert_eq!(up.path, "/hooks/popup");
     assert_eq!(up.all("content-length"), [body.len().to_string()]);
-    assert_eq!(reply.body, "{\"ok\":true}", "the upstream body is passed on");
+    assert_eq!(
+        reply.body, "{\"ok\":true}",
+        "the upstream body is passed on"
+    );
 }
 
 #[tokio::test]
 async fn every_event_type_is_forwarded() {
     let (upstream, sidecar) = world().await;
-    for event in ["popup.shown", "popup.clicked", "popup.converted", "popup.closed"] {
+    for event in [
+        "popup.shown",
+        "popup.clicked",
+        "popup.converted",
+        "popup.closed",
+    ] {
         let reply = sidecar.post("/webhooks/coolpopup", &body_of(event)).await;
         assert_eq!(reply.status, 200, "{event}: {:?}", reply.body);
         assert_eq!(upstream.only_one().all("x-webhook-event"), [event]);
@@ -89,12 +97,20 @@ async fn headers_are_normalized() {
         "x-webhook-admin",
         "forwarded",
     ] {
-        assert!(up.all(gone).is_empty(), "{gone} reached the upstream: {:?}", up.all(gone));
+        assert!(
+            up.all(gone).is_empty(),
+            "{gone} reached the upstream: {:?}",
+            up.all(gone)
+        );
     }
     let rid = up.all("x-request-id");
     assert_eq!(rid.len(), 1);
     assert_eq!(rid[0].len(), 32, "a fresh id");
-    assert_eq!(reply.headers["x-request-id"], rid[0].as_str(), "returned to the caller");
+    assert_eq!(
+        reply.headers["x-request-id"],
+        rid[0].as_str(),
+        "returned to the caller"
+    );
 }
 
 #[tokio::test]
@@ -109,7 +125,11 @@ async fn well_formed_request_id_is_kept_and_bad_one_replaced() {
                 "POST",
                 "/webhooks/coolpopup",
                 &body,
-                &[("content-type", "application/json"), ("x-coolpopup-signature", &sig), ("x-request-id", sent)],
+                &[
+                    ("content-type", "application/json"),
+                    ("x-coolpopup-signature", &sig),
+                    ("x-request-id", sent),
+                ],
             )
             .await;
         let up = upstream.only_one();
@@ -122,7 +142,12 @@ async fn well_formed_request_id_is_kept_and_bad_one_replaced() {
 #[tokio::test]
 async fn query_string_is_forwarded() {
     let (upstream, sidecar) = world().await;
-    let reply = sidecar.post("/webhooks/coolpopup?tenant=7&x=a%20b", &body_of("popup.clicked")).await;
+    let reply = sidecar
+        .post(
+            "/webhooks/coolpopup?tenant=7&x=a%20b",
+            &body_of("popup.clicked"),
+        )
+        .await;
     assert_eq!(reply.status, 200);
     assert_eq!(upstream.only_one().path, "/hooks/popup?tenant=7&x=a%20b");
 }
@@ -138,14 +163,21 @@ async fn http2_is_accepted_and_forwarded_as_http1() {
             "POST",
             "/webhooks/coolpopup",
             &body,
-            &[("content-type", "application/json"), ("x-coolpopup-signature", &sig)],
+            &[
+                ("content-type", "application/json"),
+                ("x-coolpopup-signature", &sig),
+            ],
         )
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let up = upstream.only_one();
     assert_eq!(up.body, body);
     assert_eq!(up.version, http::Version::HTTP_11);
-    assert_eq!(up.all("x-forwarded-host"), [format!("localhost:{}", sidecar.addr.port())], ":authority");
+    assert_eq!(
+        up.all("x-forwarded-host"),
+        [format!("localhost:{}", sidecar.addr.port())],
+        ":authority"
+    );
     assert!(!reply.headers["x-request-id"].is_empty());
 }
 
@@ -158,22 +190,45 @@ async fn rotation_accepts_every_configured_secret() {
     let previous = tls.dir.path().join("previous");
     std::fs::write(&previous, SECRET_OLD).unwrap();
     let mut opts = Options::new(upstream.url());
-    opts.routes = vec![route("coolpopup", "/webhooks/coolpopup", "/hooks/popup")
-        .with(&format!("secret_files = [{:?}, {:?}]", primary.display().to_string(), previous.display().to_string()))];
+    opts.routes = vec![
+        route("coolpopup", "/webhooks/coolpopup", "/hooks/popup").with(&format!(
+            "secret_files = [{:?}, {:?}]",
+            primary.display().to_string(),
+            previous.display().to_string()
+        )),
+    ];
     opts.tls = Some(tls);
     let sidecar = Sidecar::start(opts).await;
     let body = body_of("popup.converted");
     for secret in [SECRET, SECRET_OLD] {
         let sig = sign(&body, secret);
         let reply = sidecar
-            .send(Version::H1, "POST", "/webhooks/coolpopup", &body, &[("content-type", "application/json"), ("x-coolpopup-signature", &sig)])
+            .send(
+                Version::H1,
+                "POST",
+                "/webhooks/coolpopup",
+                &body,
+                &[
+                    ("content-type", "application/json"),
+                    ("x-coolpopup-signature", &sig),
+                ],
+            )
             .await;
         assert_eq!(reply.status, 200);
         upstream.only_one();
     }
     let sig = sign(&body, b"a third secret");
     let reply = sidecar
-        .send(Version::H1, "POST", "/webhooks/coolpopup", &body, &[("content-type", "application/json"), ("x-coolpopup-signature", &sig)])
+        .send(
+            Version::H1,
+            "POST",
+            "/webhooks/coolpopup",
+            &body,
+            &[
+                ("content-type", "application/json"),
+                ("x-coolpopup-signature", &sig),
+            ],
+        )
         .await;
     reply.expect_error(401, "invalid_signature");
     upstream.assert_nothing();
@@ -183,7 +238,8 @@ async fn rotation_accepts_every_configured_secret() {
 async fn signature_encodings() {
     let upstream = Upstream::start().await;
     let mut opts = Options::new(upstream.url());
-    opts.routes.push(route("b64", "/webhooks/b64", "/hooks/b64").with("signature_encoding = \"base64\""));
+    opts.routes
+        .push(route("b64", "/webhooks/b64", "/hooks/b64").with("signature_encoding = \"base64\""));
     let sidecar = Sidecar::start(opts).await;
     let body = body_of("popup.shown");
     let hex_sig = sign(&body, SECRET);
@@ -201,7 +257,16 @@ async fn signature_encodings() {
     ];
     for (path, sig, want) in cases {
         let reply = sidecar
-            .send(Version::H1, "POST", path, &body, &[("content-type", "application/json"), ("x-coolpopup-signature", &sig)])
+            .send(
+                Version::H1,
+                "POST",
+                path,
+                &body,
+                &[
+                    ("content-type", "application/json"),
+                    ("x-coolpopup-signature", &sig),
+                ],
+            )
             .await;
         assert_eq!(reply.status, want, "{path} {sig}");
         if want == 200 {
@@ -225,15 +290,30 @@ async fn upstream_2xx_becomes_200_and_errors_pass_through() {
         })
         .collect();
     let sidecar = Sidecar::start(opts).await;
-    for (code, want) in [(201, 200), (202, 200), (204, 200), (404, 404), (500, 500), (503, 503)] {
-        let reply = sidecar.post(&format!("/webhooks/s{code}"), &body_of("popup.shown")).await;
+    for (code, want) in [
+        (201, 200),
+        (202, 200),
+        (204, 200),
+        (404, 404),
+        (500, 500),
+        (503, 503),
+    ] {
+        let reply = sidecar
+            .post(&format!("/webhooks/s{code}"), &body_of("popup.shown"))
+            .await;
         assert_eq!(reply.status, want, "upstream {code}");
         let up = upstream.only_one();
         assert_eq!(up.path, format!("/status/{code}"));
         if code != 204 {
-            assert_eq!(reply.body, "{\"ok\":true}", "upstream body passed on for {code}");
+            assert_eq!(
+                reply.body, "{\"ok\":true}",
+                "upstream body passed on for {code}"
+            );
         }
-        assert_eq!(reply.headers["x-upstream"], "yes", "upstream headers passed on");
+        assert_eq!(
+            reply.headers["x-upstream"], "yes",
+            "upstream headers passed on"
+        );
     }
 }
 
@@ -244,7 +324,9 @@ async fn slow_upstream_is_504() {
     opts.routes = vec![route("slow", "/webhooks/slow", "/slow/3000")];
     opts.upstream_timeout = "600ms";
     let sidecar = Sidecar::start(opts).await;
-    let reply = sidecar.post("/webhooks/slow", &body_of("popup.shown")).await;
+    let reply = sidecar
+        .post("/webhooks/slow", &body_of("popup.shown"))
+        .await;
     reply.expect_error(504, "upstream_timeout");
     upstream.only_one();
 }
@@ -252,9 +334,15 @@ async fn slow_upstream_is_504() {
 #[tokio::test]
 async fn dead_upstream_is_502() {
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let sidecar = Sidecar::start(Options::new(format!("http://127.0.0.1:{port}"))).await;
-    let reply = sidecar.post("/webhooks/coolpopup", &body_of("popup.shown")).await;
+    let reply = sidecar
+        .post("/webhooks/coolpopup", &body_of("popup.shown"))
+        .await;
     reply.expect_error(502, "upstream_unavailable");
 }
 
@@ -263,7 +351,9 @@ async fn keep_alive_connection_serves_many_requests() {
     use http_body_util::{BodyExt, Full};
     let (upstream, sidecar) = world().await;
     let stream = sidecar.connect(Version::H1).await;
-    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     for _ in 0..5 {
         let body = body_of("popup.clicked");

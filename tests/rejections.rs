@@ -14,11 +14,19 @@ async fn post_with(sidecar: &Sidecar, path: &str, body: &[u8], headers: &[(&str,
 #[tokio::test]
 async fn unknown_path_is_404() {
     let (upstream, sidecar) = world().await;
-    let reply = sidecar.post("/webhooks/nope", &body_of("popup.shown")).await;
+    let reply = sidecar
+        .post("/webhooks/nope", &body_of("popup.shown"))
+        .await;
     reply.expect_error(404, "not_found");
     // Exact match: a trailing slash or a prefix is another path.
-    sidecar.post("/webhooks/coolpopup/", &body_of("popup.shown")).await.expect_error(404, "not_found");
-    sidecar.post("/webhooks", &body_of("popup.shown")).await.expect_error(404, "not_found");
+    sidecar
+        .post("/webhooks/coolpopup/", &body_of("popup.shown"))
+        .await
+        .expect_error(404, "not_found");
+    sidecar
+        .post("/webhooks", &body_of("popup.shown"))
+        .await
+        .expect_error(404, "not_found");
     upstream.assert_nothing();
 }
 
@@ -26,7 +34,9 @@ async fn unknown_path_is_404() {
 async fn get_and_head_are_answered_locally() {
     let (upstream, sidecar) = world().await;
     for method in ["GET", "HEAD"] {
-        let reply = sidecar.send(Version::H1, method, "/webhooks/coolpopup", b"", &[]).await;
+        let reply = sidecar
+            .send(Version::H1, method, "/webhooks/coolpopup", b"", &[])
+            .await;
         assert_eq!(reply.status, 200, "{method}");
         assert!(reply.headers.contains_key("x-request-id"));
     }
@@ -49,7 +59,13 @@ async fn other_methods_are_405_with_allow() {
 
 async fn post_with_method(sidecar: &Sidecar, method: &str, body: &[u8], sig: &str) -> Reply {
     sidecar
-        .send(Version::H1, method, "/webhooks/coolpopup", body, &[JSON, ("x-coolpopup-signature", sig)])
+        .send(
+            Version::H1,
+            method,
+            "/webhooks/coolpopup",
+            body,
+            &[JSON, ("x-coolpopup-signature", sig)],
+        )
         .await
 }
 
@@ -57,10 +73,16 @@ async fn post_with_method(sidecar: &Sidecar, method: &str, body: &[u8], sig: &st
 async fn oversized_body_is_413_by_content_length() {
     let (upstream, sidecar) = world().await;
     let mut body = body_of("popup.shown");
-    body.splice(1..1, format!("\"padding\":\"{}\",", "x".repeat(70_000)).into_bytes());
+    body.splice(
+        1..1,
+        format!("\"padding\":\"{}\",", "x".repeat(70_000)).into_bytes(),
+    );
     let reply = sidecar.post("/webhooks/coolpopup", &body).await;
     reply.expect_error(413, "payload_too_large");
-    assert_eq!(reply.headers["connection"], "close", "the unread body ends the connection");
+    assert_eq!(
+        reply.headers["connection"], "close",
+        "the unread body ends the connection"
+    );
     upstream.assert_nothing();
 }
 
@@ -91,18 +113,37 @@ async fn content_type_must_be_json() {
     let (upstream, sidecar) = world().await;
     let body = body_of("popup.shown");
     let sig = sign(&body, SECRET);
-    for ct in ["text/plain", "application/x-www-form-urlencoded", "application/jsonp"] {
-        let reply = post_with(&sidecar, "/webhooks/coolpopup", &body, &[("content-type", ct), ("x-coolpopup-signature", &sig)]).await;
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/jsonp",
+    ] {
+        let reply = post_with(
+            &sidecar,
+            "/webhooks/coolpopup",
+            &body,
+            &[("content-type", ct), ("x-coolpopup-signature", &sig)],
+        )
+        .await;
         reply.expect_error(415, "unsupported_media_type");
     }
-    let reply = post_with(&sidecar, "/webhooks/coolpopup", &body, &[("x-coolpopup-signature", &sig)]).await;
+    let reply = post_with(
+        &sidecar,
+        "/webhooks/coolpopup",
+        &body,
+        &[("x-coolpopup-signature", &sig)],
+    )
+    .await;
     reply.expect_error(415, "unsupported_media_type");
     upstream.assert_nothing();
     let reply = post_with(
         &sidecar,
         "/webhooks/coolpopup",
         &body,
-        &[("content-type", "Application/JSON; charset=utf-8"), ("x-coolpopup-signature", &sig)],
+        &[
+            ("content-type", "Application/JSON; charset=utf-8"),
+            ("x-coolpopup-signature", &sig),
+        ],
     )
     .await;
     assert_eq!(reply.status, 200, "parameters and case are fine");
@@ -114,10 +155,30 @@ async fn content_encoding_must_be_identity() {
     let (upstream, sidecar) = world().await;
     let body = body_of("popup.shown");
     let sig = sign(&body, SECRET);
-    let reply = post_with(&sidecar, "/webhooks/coolpopup", &body, &[JSON, ("content-encoding", "gzip"), ("x-coolpopup-signature", &sig)]).await;
+    let reply = post_with(
+        &sidecar,
+        "/webhooks/coolpopup",
+        &body,
+        &[
+            JSON,
+            ("content-encoding", "gzip"),
+            ("x-coolpopup-signature", &sig),
+        ],
+    )
+    .await;
     reply.expect_error(415, "unsupported_media_type");
     upstream.assert_nothing();
-    let reply = post_with(&sidecar, "/webhooks/coolpopup", &body, &[JSON, ("content-encoding", "identity"), ("x-coolpopup-signature", &sig)]).await;
+    let reply = post_with(
+        &sidecar,
+        "/webhooks/coolpopup",
+        &body,
+        &[
+            JSON,
+            ("content-encoding", "identity"),
+            ("x-coolpopup-signature", &sig),
+        ],
+    )
+    .await;
     assert_eq!(reply.status, 200);
     upstream.only_one();
 }
@@ -127,17 +188,56 @@ async fn signature_problems_are_401() {
     let (upstream, sidecar) = world().await;
     let body = body_of("popup.converted");
     let good = sign(&body, SECRET);
-    let tampered = String::from_utf8(body.clone()).unwrap().replace("camp_abc123", "camp_abc124").into_bytes();
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, String)>)> = vec![
+    let tampered = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("camp_abc123", "camp_abc124")
+        .into_bytes();
+    type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
         ("missing", body.clone(), vec![]),
-        ("wrong secret", body.clone(), vec![("x-coolpopup-signature", sign(&body, b"not-the-secret"))]),
-        ("tampered body", tampered, vec![("x-coolpopup-signature", good.clone())]),
-        ("not hex", body.clone(), vec![("x-coolpopup-signature", "zz-not-hex".into())]),
-        ("truncated", body.clone(), vec![("x-coolpopup-signature", good[..62].to_owned())]),
-        ("doubled", body.clone(), vec![("x-coolpopup-signature", format!("{good}{good}"))]),
-        ("extra prefix", body.clone(), vec![("x-coolpopup-signature", format!("sha1={good}"))]),
-        ("inner space", body.clone(), vec![("x-coolpopup-signature", format!("sha256= {good}"))]),
-        ("repeated", body.clone(), vec![("x-coolpopup-signature", good.clone()), ("x-coolpopup-signature", good.clone())]),
+        (
+            "wrong secret",
+            body.clone(),
+            vec![("x-coolpopup-signature", sign(&body, b"not-the-secret"))],
+        ),
+        (
+            "tampered body",
+            tampered,
+            vec![("x-coolpopup-signature", good.clone())],
+        ),
+        (
+            "not hex",
+            body.clone(),
+            vec![("x-coolpopup-signature", "zz-not-hex".into())],
+        ),
+        (
+            "truncated",
+            body.clone(),
+            vec![("x-coolpopup-signature", good[..62].to_owned())],
+        ),
+        (
+            "doubled",
+            body.clone(),
+            vec![("x-coolpopup-signature", format!("{good}{good}"))],
+        ),
+        (
+            "extra prefix",
+            body.clone(),
+            vec![("x-coolpopup-signature", format!("sha1={good}"))],
+        ),
+        (
+            "inner space",
+            body.clone(),
+            vec![("x-coolpopup-signature", format!("sha256= {good}"))],
+        ),
+        (
+            "repeated",
+            body.clone(),
+            vec![
+                ("x-coolpopup-signature", good.clone()),
+                ("x-coolpopup-signature", good.clone()),
+            ],
+        ),
     ];
     for (what, body, sigs) in cases {
         let mut headers: Vec<(&str, &str)> = vec![JSON];
@@ -146,8 +246,14 @@ async fn signature_problems_are_401() {
         assert_eq!(reply.status, 401, "{what}");
         assert_eq!(reply.error(), "invalid_signature", "{what}");
         let text = String::from_utf8_lossy(&reply.body);
-        assert!(!text.contains(&good), "{what}: the expected signature leaked");
-        assert!(!text.contains(std::str::from_utf8(SECRET).unwrap()), "{what}: the secret leaked");
+        assert!(
+            !text.contains(&good),
+            "{what}: the expected signature leaked"
+        );
+        assert!(
+            !text.contains(std::str::from_utf8(SECRET).unwrap()),
+            "{what}: the secret leaked"
+        );
     }
     upstream.assert_nothing();
 }
@@ -156,7 +262,13 @@ async fn signature_problems_are_401() {
 async fn signature_is_checked_before_the_body_is_parsed() {
     let (upstream, sidecar) = world().await;
     // Garbage that is not JSON, unsigned: the answer is 401, not 400.
-    let reply = post_with(&sidecar, "/webhooks/coolpopup", b"{not json", &[JSON, ("x-coolpopup-signature", &sign(b"other", SECRET))]).await;
+    let reply = post_with(
+        &sidecar,
+        "/webhooks/coolpopup",
+        b"{not json",
+        &[JSON, ("x-coolpopup-signature", &sign(b"other", SECRET))],
+    )
+    .await;
     reply.expect_error(401, "invalid_signature");
     upstream.assert_nothing();
 }
@@ -190,10 +302,21 @@ async fn schema_violations_are_422_with_every_path() {
     let reply = sidecar.post("/webhooks/coolpopup", body).await;
     reply.expect_error(422, "invalid_payload");
     let json = reply.json();
-    let paths: Vec<&str> = json["details"].as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = json["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
     assert_eq!(
         paths,
-        ["/campaign_id", "/timestamp", "/page_url", "/visitor/email", "/visitor/fields/bad"]
+        [
+            "/campaign_id",
+            "/timestamp",
+            "/page_url",
+            "/visitor/email",
+            "/visitor/fields/bad"
+        ]
     );
     let text = String::from_utf8_lossy(&reply.body);
     assert!(!text.contains("nope"), "the visitor's value is not echoed");
@@ -203,10 +326,18 @@ async fn schema_violations_are_422_with_every_path() {
     reply.expect_error(422, "invalid_payload");
     assert_eq!(reply.json()["details"][0]["path"], "/visitor");
     // Not an object.
-    sidecar.post("/webhooks/coolpopup", b"[1,2]").await.expect_error(422, "invalid_payload");
+    sidecar
+        .post("/webhooks/coolpopup", b"[1,2]")
+        .await
+        .expect_error(422, "invalid_payload");
     // Unknown event.
-    let unknown = String::from_utf8(body_of("popup.shown")).unwrap().replace("popup.shown", "popup.exploded");
-    sidecar.post("/webhooks/coolpopup", unknown.as_bytes()).await.expect_error(422, "invalid_payload");
+    let unknown = String::from_utf8(body_of("popup.shown"))
+        .unwrap()
+        .replace("popup.shown", "popup.exploded");
+    sidecar
+        .post("/webhooks/coolpopup", unknown.as_bytes())
+        .await
+        .expect_error(422, "invalid_payload");
     upstream.assert_nothing();
 }
 
@@ -214,11 +345,22 @@ async fn schema_violations_are_422_with_every_path() {
 async fn event_not_enabled_on_route_is_422() {
     let upstream = Upstream::start().await;
     let mut opts = Options::new(upstream.url());
-    opts.routes = vec![route("leads", "/webhooks/leads", "/hooks/leads").with("events = [\"popup.converted\"]")];
+    opts.routes = vec![
+        route("leads", "/webhooks/leads", "/hooks/leads").with("events = [\"popup.converted\"]"),
+    ];
     let sidecar = Sidecar::start(opts).await;
-    sidecar.post("/webhooks/leads", &body_of("popup.shown")).await.expect_error(422, "event_not_allowed");
+    sidecar
+        .post("/webhooks/leads", &body_of("popup.shown"))
+        .await
+        .expect_error(422, "event_not_allowed");
     upstream.assert_nothing();
-    assert_eq!(sidecar.post("/webhooks/leads", &body_of("popup.converted")).await.status, 200);
+    assert_eq!(
+        sidecar
+            .post("/webhooks/leads", &body_of("popup.converted"))
+            .await
+            .status,
+        200
+    );
     assert_eq!(upstream.only_one().path, "/hooks/leads");
 }
 
@@ -227,13 +369,28 @@ async fn rejections_over_http2_too() {
     let (upstream, sidecar) = world().await;
     let body = body_of("popup.shown");
     let reply = sidecar
-        .send(Version::H2, "POST", "/webhooks/coolpopup", &body, &[JSON, ("x-coolpopup-signature", &sign(&body, b"wrong"))])
+        .send(
+            Version::H2,
+            "POST",
+            "/webhooks/coolpopup",
+            &body,
+            &[JSON, ("x-coolpopup-signature", &sign(&body, b"wrong"))],
+        )
         .await;
     reply.expect_error(401, "invalid_signature");
     let mut big = body_of("popup.shown");
-    big.splice(1..1, format!("\"p\":\"{}\",", "x".repeat(70_000)).into_bytes());
+    big.splice(
+        1..1,
+        format!("\"p\":\"{}\",", "x".repeat(70_000)).into_bytes(),
+    );
     let reply = sidecar
-        .send(Version::H2, "POST", "/webhooks/coolpopup", &big, &[JSON, ("x-coolpopup-signature", &sign(&big, SECRET))])
+        .send(
+            Version::H2,
+            "POST",
+            "/webhooks/coolpopup",
+            &big,
+            &[JSON, ("x-coolpopup-signature", &sign(&big, SECRET))],
+        )
         .await;
     reply.expect_error(413, "payload_too_large");
     upstream.assert_nothing();
@@ -244,14 +401,19 @@ async fn plaintext_http_on_the_tls_port_gets_https_required() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (upstream, sidecar) = world().await;
     let mut tcp = tokio::net::TcpStream::connect(sidecar.addr).await.unwrap();
-    tcp.write_all(b"POST /webhooks/coolpopup HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}")
-        .await
-        .unwrap();
+    tcp.write_all(
+        b"POST /webhooks/coolpopup HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_to_end(&mut out))
-        .await
-        .expect("the connection is closed after the answer")
-        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut out),
+    )
+    .await
+    .expect("the connection is closed after the answer")
+    .unwrap();
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
     assert!(text.to_lowercase().contains("https"), "{text}");
@@ -283,13 +445,22 @@ async fn tls_1_3_floor_refuses_tls_1_2_clients() {
                 .with_no_client_auth();
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-                .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+                .connect(
+                    rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+                    tcp,
+                )
                 .await
                 .map(|s| s.get_ref().1.protocol_version())
         }
     };
     static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
     static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
-    assert!(connect(&TLS12_ONLY).await.is_err(), "TLS 1.2 must be refused");
-    assert_eq!(connect(&TLS13_ONLY).await.unwrap(), Some(rustls::ProtocolVersion::TLSv1_3));
+    assert!(
+        connect(&TLS12_ONLY).await.is_err(),
+        "TLS 1.2 must be refused"
+    );
+    assert_eq!(
+        connect(&TLS13_ONLY).await.unwrap(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
 }

@@ -2,6 +2,11 @@
 //! in-process hookgate bound to 127.0.0.1:0, clients over real TLS sockets
 //! (HTTP/1.1, HTTP/2, raw bytes), and signing.
 #![allow(dead_code, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness: a failed setup step should panic the test"
+)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use figment::providers::{Format, Toml};
 use figment::Figment;
+use figment::providers::{Format, Toml};
 use hookgate::config::Config;
 use hookgate::{Hookgate, Listeners};
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -39,7 +44,7 @@ pub fn body_of(event: &str) -> Vec<u8> {
 }
 
 pub fn sign(body: &[u8], secret: &[u8]) -> String {
-    use hmac::{Mac, KeyInit};
+    use hmac::{KeyInit, Mac};
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret).unwrap();
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
@@ -73,7 +78,8 @@ pub fn make_tls() -> TlsFiles {
 /// A fresh (cert PEM, key PEM) pair for localhost and 127.0.0.1, with `cn` as common name.
 pub fn cert_pair(cn: &str) -> (String, String) {
     let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, cn);
@@ -121,7 +127,9 @@ impl Upstream {
         let seen2 = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let seen = seen2.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -130,7 +138,11 @@ impl Upstream {
                         let tx = tx.clone();
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             let path = parts.uri.to_string();
                             seen.lock().unwrap().push(Recorded {
                                 method: parts.method.to_string(),
@@ -140,7 +152,8 @@ impl Upstream {
                                 body,
                             });
                             let _ = tx.send(());
-                            let segs: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
+                            let segs: Vec<&str> =
+                                path.split('?').next().unwrap_or("").split('/').collect();
                             let mut status = 200u16;
                             if segs.len() >= 3 && segs[1] == "status" {
                                 status = segs[2].parse().unwrap_or(500);
@@ -149,7 +162,11 @@ impl Upstream {
                                 let ms: u64 = segs[2].parse().unwrap_or(0);
                                 tokio::time::sleep(Duration::from_millis(ms)).await;
                             }
-                            let body = if status == 204 { Bytes::new() } else { Bytes::from_static(b"{\"ok\":true}") };
+                            let body = if status == 204 {
+                                Bytes::new()
+                            } else {
+                                Bytes::from_static(b"{\"ok\":true}")
+                            };
                             let mut r = Response::new(Full::new(body));
                             *r.status_mut() = StatusCode::from_u16(status).unwrap();
                             r.headers_mut().insert("x-upstream", "yes".parse().unwrap());
@@ -190,7 +207,12 @@ impl Upstream {
     /// after the upstream answered, so after a response this cannot race.
     pub fn assert_nothing(&self) {
         let got = self.take();
-        assert!(got.is_empty(), "upstream got {} requests, want none: {:?}", got.len(), got.iter().map(|r| &r.path).collect::<Vec<_>>());
+        assert!(
+            got.is_empty(),
+            "upstream got {} requests, want none: {:?}",
+            got.len(),
+            got.iter().map(|r| &r.path).collect::<Vec<_>>()
+        );
     }
 
     /// Waits (bounded) until the upstream has received a request.
@@ -253,6 +275,9 @@ pub struct Options {
     pub extra: String,
     pub tls: Option<TlsFiles>,
     pub upstream_timeout: &'static str,
+    /// `[reload] interval`: "0s" (the default here) = reload only when the
+    /// test calls `reloader.reload()`.
+    pub reload_interval: &'static str,
     /// Extra lines under [server.tls].
     pub tls_extra: String,
 }
@@ -266,6 +291,7 @@ impl Options {
             extra: String::new(),
             tls: None,
             upstream_timeout: "1s",
+            reload_interval: "0s",
             tls_extra: String::new(),
         }
     }
@@ -278,13 +304,14 @@ pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String
          [server.tls]\ncert_file = {:?}\nkey_file = {:?}\n{}\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [upstream]\nurl = {:?}\ntimeout = {:?}\nconnect_timeout = \"500ms\"\n\
-         [reload]\ninterval = \"0s\"\n",
+         [reload]\ninterval = {:?}\n",
         opts.server,
         tls.cert.display().to_string(),
         tls.key.display().to_string(),
         opts.tls_extra,
         opts.upstream_url,
         opts.upstream_timeout,
+        opts.reload_interval,
     );
     for r in &opts.routes {
         t.push_str(&format!(
@@ -292,7 +319,10 @@ pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String
             r.name, r.path, r.upstream_path
         ));
         if !r.extra.contains("secret_files") {
-            t.push_str(&format!("secret_files = [{:?}]\n", secret_file.display().to_string()));
+            t.push_str(&format!(
+                "secret_files = [{:?}]\n",
+                secret_file.display().to_string()
+            ));
         }
         t.push_str(&r.extra);
     }
@@ -302,7 +332,9 @@ pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String
 
 impl Sidecar {
     pub async fn start(opts: Options) -> Self {
-        Self::try_start(opts).await.unwrap_or_else(|e| panic!("hookgate did not start: {e}"))
+        Self::try_start(opts)
+            .await
+            .unwrap_or_else(|e| panic!("hookgate did not start: {e}"))
     }
 
     pub async fn try_start(mut opts: Options) -> Result<Self, String> {
@@ -310,7 +342,8 @@ impl Sidecar {
         let secret_file = tls.dir.path().join("secret");
         std::fs::write(&secret_file, [SECRET, b"\n"].concat()).unwrap();
         let text = config_text(&opts, &tls, &secret_file);
-        let config = Config::from_figment(&Figment::new().merge(Toml::string(&text))).map_err(|e| e.to_string())?;
+        let config = Config::from_figment(&Figment::new().merge(Toml::string(&text)))
+            .map_err(|e| e.to_string())?;
         config.validate().map_err(|e| e.to_string())?;
         let loaded = hookgate::state::load(config).map_err(|e| e.to_string())?;
         let listeners = Listeners {
@@ -356,16 +389,34 @@ impl Sidecar {
     /// POSTs `body` signed with SECRET over a fresh HTTP/1.1 TLS connection.
     pub async fn post(&self, path: &str, body: &[u8]) -> Reply {
         let sig = sign(body, SECRET);
-        self.send(Version::H1, "POST", path, body, &[("content-type", "application/json"), ("x-coolpopup-signature", &sig)])
-            .await
+        self.send(
+            Version::H1,
+            "POST",
+            path,
+            body,
+            &[
+                ("content-type", "application/json"),
+                ("x-coolpopup-signature", &sig),
+            ],
+        )
+        .await
     }
 
     /// One request on a fresh TLS connection with exactly these headers.
-    pub async fn send(&self, v: Version, method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+    pub async fn send(
+        &self,
+        v: Version,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let stream = self.connect(v).await;
         let mut b = Request::builder().method(method);
         b = match v {
-            Version::H1 => b.uri(path).header("host", format!("localhost:{}", self.addr.port())),
+            Version::H1 => b
+                .uri(path)
+                .header("host", format!("localhost:{}", self.addr.port())),
             Version::H2 => b.uri(self.url(path)).version(http::Version::HTTP_2),
         };
         for (k, val) in headers {
@@ -380,7 +431,9 @@ impl Sidecar {
                 s.send_request(req).await.unwrap()
             }
             Version::H2 => {
-                let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+                let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
                 tokio::spawn(conn);
                 s.send_request(req).await.unwrap()
             }
@@ -427,9 +480,14 @@ impl Sidecar {
     /// GET on the admin listener: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let tcp = TcpStream::connect(self.admin).await.unwrap();
-        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
         tokio::spawn(conn);
-        let req = Request::get(path).header("host", "admin").body(Full::new(Bytes::new())).unwrap();
+        let req = Request::get(path)
+            .header("host", "admin")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         let resp = s.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -441,7 +499,10 @@ impl Sidecar {
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let (_, text) = self.admin_get("/metrics").await;
         text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .and_then(|v| v.trim().parse().ok())
     }
 
@@ -472,7 +533,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     pub fn error(&self) -> String {
@@ -491,4 +553,145 @@ pub async fn world() -> (Upstream, Sidecar) {
     let upstream = Upstream::start().await;
     let sidecar = Sidecar::start(Options::new(upstream.url())).await;
     (upstream, sidecar)
+}
+
+// === clients with a chosen trust or secret (lifecycle, reload) ===
+
+/// A client-side TLS stream to the public listener.
+pub type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Connects over TCP, then TLS (ALPN `http/1.1`), trusting exactly `trust`.
+/// Either step failing is an `Err` (tests of a closed listener want that).
+pub async fn connect_tls(
+    addr: SocketAddr,
+    trust: &hookgate::client::Trust,
+) -> Result<ClientTls, String> {
+    let config = hookgate::client::tls_config(trust, &[b"http/1.1"]).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))
+}
+
+/// The DER of the leaf certificate the server presented.
+pub fn leaf_der(tls: &ClientTls) -> Vec<u8> {
+    let certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("the server presented no certificate");
+    certs[0].as_ref().to_vec()
+}
+
+/// The DER of the first certificate in a PEM text.
+pub fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+/// A POST of `body` signed with `secret`, for an HTTP/1.1 connection to `port`.
+pub fn signed_post(port: u16, path: &str, body: &[u8], secret: &[u8]) -> Request<Full<Bytes>> {
+    Request::post(path)
+        .header("host", format!("localhost:{port}"))
+        .header("content-type", "application/json")
+        .header("x-coolpopup-signature", sign(body, secret))
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .unwrap()
+}
+
+async fn into_reply(resp: Response<Incoming>) -> Reply {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection that carries several requests.
+pub struct KeepAlive {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    port: u16,
+    /// DER of the leaf certificate this connection was served.
+    pub leaf: Vec<u8>,
+}
+
+impl KeepAlive {
+    pub async fn open(addr: SocketAddr, trust: &hookgate::client::Trust) -> Self {
+        let tls = connect_tls(addr, trust)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let leaf = leaf_der(&tls);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Self {
+            sender,
+            port: addr.port(),
+            leaf,
+        }
+    }
+
+    /// POSTs `body` signed with `secret` on this connection.
+    pub async fn post(&mut self, path: &str, body: &[u8], secret: &[u8]) -> Reply {
+        self.sender
+            .ready()
+            .await
+            .expect("the connection was closed");
+        let resp = self
+            .sender
+            .send_request(signed_post(self.port, path, body, secret))
+            .await
+            .expect("request on the kept-alive connection failed");
+        into_reply(resp).await
+    }
+}
+
+/// What a spawned task needs to reach a sidecar (which it cannot borrow).
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub trust: hookgate::client::Trust,
+}
+
+impl Client {
+    /// POSTs `body` signed with `secret` over a fresh HTTP/1.1 TLS connection.
+    pub async fn post_signed_with(&self, path: &str, body: &[u8], secret: &[u8]) -> Reply {
+        KeepAlive::open(self.addr, &self.trust)
+            .await
+            .post(path, body, secret)
+            .await
+    }
+}
+
+impl Sidecar {
+    /// POSTs `body` signed with `secret` (not SECRET) over a fresh connection.
+    pub async fn post_signed_with(&self, path: &str, body: &[u8], secret: &[u8]) -> Reply {
+        self.client().post_signed_with(path, body, secret).await
+    }
+
+    /// A handle for other tasks, trusting the sidecar's certificate.
+    pub fn client(&self) -> Client {
+        Client {
+            addr: self.addr,
+            trust: self.trust(),
+        }
+    }
+
+    /// A handle that trusts exactly `trust` (e.g. old and new certificate).
+    pub fn client_trusting(&self, trust: &hookgate::client::Trust) -> Client {
+        Client {
+            addr: self.addr,
+            trust: trust.clone(),
+        }
+    }
 }
