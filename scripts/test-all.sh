@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`.ci/run` calls exactly this):
+#   1. formatting and lints
+#   2. unit and integration tests (real TLS sockets on 127.0.0.1:0)
+#   3. the release binary against the black-box conformance suite (../shared)
+#   4. the deploy/ manifests and the image's runtime contract (deploy/check.sh)
+# Needs: cargo (with rustfmt and clippy), python3, openssl; deploy/check.sh
+# installs its own Python packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --locked --all-targets
+
+step "cargo build --release"
+cargo build --locked --release
+
+step "conformance suite"
+if [ -f ../shared/conformance/run.py ]; then
+    python3 ../shared/conformance/run.py --bin target/release/hookgate
+else
+    echo "../shared/conformance/run.py not found: the conformance suite needs the shared folder beside the repo" >&2
+    exit 1
+fi
+
+if [ -f deploy/check.sh ]; then
+    step "deploy manifests and runtime contract"
+    bash deploy/check.sh
+fi
