@@ -503,28 +503,43 @@ served_cert_cn() {
         | openssl x509 -noout -subject 2>/dev/null | sed -n 's/.*CN *= *//p'
 }
 
-check_reload() {
-    [[ -n $HG_PID ]] || die "hookgate not running" || return
-    local interval end code="" cn=""
-    interval=$(sed -n 's/^interval *= *"\([0-9]*\)s".*/\1/p' "$ETC/config.toml")
-    interval=${interval:-10}
-    # What kubelet does after `kubectl apply` of a changed Secret.
-    kubelet_swap "$ETC/secrets" "$WORK/src/secrets-next" || return 1
-    kubelet_swap "$ETC/tls" "$WORK/src/tls-next" || return 1
-    kill -HUP "$HG_PID" || return 1
-    end=$((SECONDS + interval + 5))
+# wait_reload SECRET_SRC CN SECONDS: until the secret from SECRET_SRC is
+# accepted and the certificate with CN is served.
+wait_reload() {
+    local end=$((SECONDS + $3)) code="" cn=""
     while ((SECONDS < end)); do
-        code=$(post_signed "$WORK/src/secrets-next/coolpopup")
+        code=$(post_signed "$1/coolpopup")
         cn=$(served_cert_cn)
-        [[ $code == 200 && $cn == hookgate-check-2 ]] && break
+        [[ $code == 200 && $cn == "$2" ]] && break
         kill -0 "$HG_PID" 2>/dev/null || die "hookgate exited" || return
         sleep 0.2
     done
-    say "after the ..data swap + SIGHUP: new secret -> $code, served certificate CN=$cn"
-    [[ $code == 200 && $cn == hookgate-check-2 ]] || return 1
+    say "note: after ~$((SECONDS - end + $3))s: secret from ${1##*/} -> $code, served certificate CN=$cn"
+    [[ $code == 200 && $cn == "$2" ]]
+}
+
+# What the kubelet does after a Secret update (and cert-manager after a
+# renewal): swap ..data. No signal: the pod relies on the polling.
+check_reload_poll() {
+    [[ -n $HG_PID ]] || die "hookgate not running" || return
+    local interval code
+    interval=$(sed -n 's/^interval *= *"\([0-9]*\)s".*/\1/p' "$ETC/config.toml")
+    interval=${interval:-10}
+    kubelet_swap "$ETC/secrets" "$WORK/src/secrets-next" || return 1
+    kubelet_swap "$ETC/tls" "$WORK/src/tls-next" || return 1
+    wait_reload "$WORK/src/secrets-next" hookgate-check-2 $((interval + 5)) || return 1
     code=$(post_signed "$WORK/src/secrets/coolpopup")
-    say "old secret (removed from the volume) -> $code"
+    say "old secret (no longer in the volume) -> $code"
     [[ $code == 401 ]]
+}
+
+# An operator's SIGHUP re-reads at once (swap back to the first set).
+check_reload_hup() {
+    [[ -n $HG_PID ]] || die "hookgate not running" || return
+    kubelet_swap "$ETC/secrets" "$WORK/src/secrets" || return 1
+    kubelet_swap "$ETC/tls" "$WORK/src/tls" || return 1
+    kill -HUP "$HG_PID" || return 1
+    wait_reload "$WORK/src/secrets" hookgate-check-1 3
 }
 
 check_sigterm() {
@@ -584,7 +599,8 @@ if [[ -x $BIN ]]; then
     step "HTTPS GET on the route with the mounted certificate: 200" check_https_get
     step "signed event forwarded to the upstream: 200; unknown secret: 401" check_forward
     step "README's test command: hookgate send ... --event popup.converted" check_send
-    step "hot reload: kubelet ..data swap of secret and certificate" check_reload
+    step "hot reload by polling: kubelet ..data swap of secret and certificate" check_reload_poll
+    step "hot reload on SIGHUP, within 3s" check_reload_hup
     step "SIGTERM: /readyz 503 while draining, exit 0 in time" check_sigterm
 else
     say "      not run without the binary: hookgate check on config.toml, and the runtime"
