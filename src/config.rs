@@ -226,6 +226,10 @@ pub struct RouteConfig {
     pub signature_header: String,
     /// "hex" (either case, optional `sha256=` prefix) or "base64".
     pub signature_encoding: String,
+    /// "enforce" (default): only verified events are forwarded. "shadow":
+    /// every check runs, but failures are forwarded too, marked
+    /// `X-Webhook-Verified: false` with `X-Webhook-Verdict: <error code>`.
+    pub mode: String,
 }
 
 impl Default for RouteConfig {
@@ -239,6 +243,7 @@ impl Default for RouteConfig {
             events: ALL_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
             signature_header: "X-CoolPopup-Signature".to_owned(),
             signature_encoding: "hex".to_owned(),
+            mode: "enforce".to_owned(),
         }
     }
 }
@@ -531,6 +536,12 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
         p.push(Problem::new(
             key("signature_header"),
             "names a header hookgate sets or strips itself",
+        ));
+    }
+    if !matches!(r.mode.as_str(), "enforce" | "shadow") {
+        p.push(Problem::new(
+            key("mode"),
+            format!("must be \"enforce\" or \"shadow\", not {:?}", r.mode),
         ));
     }
     if !matches!(r.signature_encoding.as_str(), "hex" | "base64") {

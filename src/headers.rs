@@ -39,6 +39,8 @@ pub static X_WEBHOOK_ROUTE: HeaderName = HeaderName::from_static("x-webhook-rout
 pub static X_WEBHOOK_EVENT: HeaderName = HeaderName::from_static("x-webhook-event");
 /// `X-Webhook-Campaign-Id`.
 pub static X_WEBHOOK_CAMPAIGN_ID: HeaderName = HeaderName::from_static("x-webhook-campaign-id");
+/// `X-Webhook-Verdict` (shadow mode only: the error code a request failed with).
+pub static X_WEBHOOK_VERDICT: HeaderName = HeaderName::from_static("x-webhook-verdict");
 
 /// True for names hookgate strips or sets itself; a route's signature header
 /// may not be one of them.
@@ -83,14 +85,12 @@ pub struct Forwarding<'a> {
     pub original_host: Option<HeaderValue>,
     /// The request id, for `X-Request-Id`.
     pub request_id: &'a HeaderValue,
-    /// `X-Webhook-Verified` (`true` unless a later shadow mode says otherwise).
-    pub verified: bool,
     /// The route name, for `X-Webhook-Route`.
     pub route: &'a HeaderValue,
-    /// The event name, for `X-Webhook-Event`.
-    pub event: &'static str,
-    /// The campaign id, for `X-Webhook-Campaign-Id`.
-    pub campaign_id: HeaderValue,
+    /// Passed: the event name and campaign id (`X-Webhook-Verified: true`,
+    /// `X-Webhook-Event`, `X-Webhook-Campaign-Id`). Failed, in shadow mode:
+    /// the error code (`X-Webhook-Verified: false`, `X-Webhook-Verdict`).
+    pub verdict: Result<(&'static str, HeaderValue), &'static str>,
     /// The exact body length, for `Content-Length`.
     pub content_length: usize,
 }
@@ -129,13 +129,21 @@ pub fn normalize_request(
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     headers.insert(X_REQUEST_ID.clone(), f.request_id.clone());
-    headers.insert(
-        X_WEBHOOK_VERIFIED.clone(),
-        HeaderValue::from_static(if f.verified { "true" } else { "false" }),
-    );
     headers.insert(X_WEBHOOK_ROUTE.clone(), f.route.clone());
-    headers.insert(X_WEBHOOK_EVENT.clone(), HeaderValue::from_static(f.event));
-    headers.insert(X_WEBHOOK_CAMPAIGN_ID.clone(), f.campaign_id);
+    match f.verdict {
+        Ok((event, campaign_id)) => {
+            headers.insert(X_WEBHOOK_VERIFIED.clone(), HeaderValue::from_static("true"));
+            headers.insert(X_WEBHOOK_EVENT.clone(), HeaderValue::from_static(event));
+            headers.insert(X_WEBHOOK_CAMPAIGN_ID.clone(), campaign_id);
+        }
+        Err(code) => {
+            headers.insert(
+                X_WEBHOOK_VERIFIED.clone(),
+                HeaderValue::from_static("false"),
+            );
+            headers.insert(X_WEBHOOK_VERDICT.clone(), HeaderValue::from_static(code));
+        }
+    }
 }
 
 fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
@@ -230,10 +238,8 @@ mod tests {
                 peer_ip: "10.1.2.3".parse().unwrap(),
                 original_host,
                 request_id: &rid,
-                verified: true,
                 route: &route,
-                event: "popup.clicked",
-                campaign_id: HeaderValue::from_static("camp_1"),
+                verdict: Ok(("popup.clicked", HeaderValue::from_static("camp_1"))),
                 content_length: 42,
             },
         );

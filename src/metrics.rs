@@ -5,7 +5,7 @@
 //! `upstream_error_status`, `ping`, or one of the spec's error codes: both
 //! come from closed sets, so a client cannot grow the label space.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,13 +17,28 @@ pub const BUCKETS: [f64; 15] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// Labels of `hookgate_requests_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of `hookgate_requests_total`: `route`, `outcome`, and
+/// `shadow="true"` only on routes in shadow mode (enforcing routes' series
+/// keep just `{route,outcome}`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RequestLabels {
     /// Route name, or `-`.
     pub route: String,
     /// What happened.
     pub outcome: &'static str,
+    /// The route is in shadow mode.
+    pub shadow: bool,
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("route", self.route.as_str()).encode(encoder.encode_label())?;
+        ("outcome", self.outcome).encode(encoder.encode_label())?;
+        if self.shadow {
+            ("shadow", "true").encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 /// A `route` label.
@@ -156,11 +171,12 @@ impl Metrics {
     }
 
     /// Counts one answered request and its latency.
-    pub fn record_request(&self, route: &str, outcome: &'static str, seconds: f64) {
+    pub fn record_request(&self, route: &str, outcome: &'static str, shadow: bool, seconds: f64) {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
                 outcome,
+                shadow,
             })
             .inc();
         self.request_duration
@@ -191,7 +207,8 @@ mod tests {
     #[test]
     fn exposition_has_the_documented_names() {
         let m = Metrics::new();
-        m.record_request("coolpopup", "forwarded", 0.002);
+        m.record_request("coolpopup", "forwarded", false, 0.002);
+        m.record_request("new", "invalid_signature", true, 0.001);
         m.record_reload("tls", true);
         m.upstream_duration
             .get_or_create(&RouteLabels {
@@ -201,6 +218,7 @@ mod tests {
         let text = m.encode();
         for want in [
             "hookgate_requests_total{route=\"coolpopup\",outcome=\"forwarded\"} 1",
+            "hookgate_requests_total{route=\"new\",outcome=\"invalid_signature\",shadow=\"true\"} 1",
             "# TYPE hookgate_request_duration_seconds histogram",
             "hookgate_request_duration_seconds_bucket{le=\"0.0025\",route=\"coolpopup\"} 1",
             "# TYPE hookgate_upstream_duration_seconds histogram",

@@ -53,14 +53,14 @@ pub struct Unverified {
 }
 
 /// A request whose signature matched one of its route's secrets, whose body
-/// fits the schema, and whose event the route accepts. Only
-/// [`Unverified::verify`] makes one.
+/// fits the schema, and whose event the route accepts — or, on a route in
+/// shadow mode only, a request that failed and carries its verdict. Only
+/// [`Unverified::verify`] and [`Unverified::verify_shadow`] make one.
 pub struct Verified {
     parts: Parts,
     body: Bytes,
     route: Arc<Route>,
-    event: EventKind,
-    campaign_id: HeaderValue,
+    verdict: Result<(EventKind, HeaderValue), Rejection>,
 }
 
 /// The request for the upstream, built only from a [`Verified`] request.
@@ -79,7 +79,14 @@ impl fmt::Debug for Verified {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verified")
             .field("route", &self.route.name)
-            .field("event", &self.event)
+            .field(
+                "verdict",
+                &self
+                    .verdict
+                    .as_ref()
+                    .map(|(e, _)| e)
+                    .map_err(Rejection::code),
+            )
             .field("body_len", &self.body.len())
             .finish_non_exhaustive()
     }
@@ -102,6 +109,39 @@ impl Unverified {
     /// Checks the signature over the raw bytes, then the schema, then the
     /// route's event list.
     pub fn verify(self) -> Result<Verified, Rejection> {
+        let passed = self.check()?;
+        Ok(Verified {
+            parts: self.parts,
+            body: self.body,
+            route: self.route,
+            verdict: Ok(passed),
+        })
+    }
+
+    /// Shadow mode: runs the same checks (after `prior`, a rejection the
+    /// head already earned), but on a route with `mode = "shadow"` a failure
+    /// is forwarded too, carrying its verdict. On an enforcing route this is
+    /// exactly [`verify`](Self::verify).
+    pub fn verify_shadow(self, prior: Option<Rejection>) -> Result<Verified, Rejection> {
+        if !self.route.shadow {
+            return match prior {
+                Some(rejection) => Err(rejection),
+                None => self.verify(),
+            };
+        }
+        let verdict = match prior {
+            Some(rejection) => Err(rejection),
+            None => self.check(),
+        };
+        Ok(Verified {
+            parts: self.parts,
+            body: self.body,
+            route: self.route,
+            verdict,
+        })
+    }
+
+    fn check(&self) -> Result<(EventKind, HeaderValue), Rejection> {
         let route = &self.route;
         let mut values = self.parts.headers.get_all(&route.signature_header).iter();
         let value = match (values.next(), values.next()) {
@@ -129,21 +169,19 @@ impl Unverified {
                 message: "cannot be carried in an HTTP header",
             }])
         })?;
-        let event = event.kind;
-        Ok(Verified {
-            parts: self.parts,
-            body: self.body,
-            route: self.route,
-            event,
-            campaign_id,
-        })
+        Ok((event.kind, campaign_id))
     }
 }
 
 impl Verified {
-    /// The event kind.
-    pub fn event(&self) -> EventKind {
-        self.event
+    /// The event kind, if the request passed.
+    pub fn event(&self) -> Option<EventKind> {
+        self.verdict.as_ref().ok().map(|(e, _)| *e)
+    }
+
+    /// The error code a shadow-mode request failed with.
+    pub fn failed_with(&self) -> Option<&'static str> {
+        self.verdict.as_ref().err().map(Rejection::code)
     }
 
     /// Builds the upstream request: the exact body bytes, POST to the
@@ -159,8 +197,7 @@ impl Verified {
             mut parts,
             body,
             route,
-            event,
-            campaign_id,
+            verdict,
         } = self;
         let uri = upstream.uri_for(&route.upstream_path, parts.uri.query())?;
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -177,10 +214,10 @@ impl Verified {
                 peer_ip: peer.ip(),
                 original_host,
                 request_id,
-                verified: true,
                 route: &route.name_header,
-                event: event.as_str(),
-                campaign_id,
+                verdict: verdict
+                    .map(|(event, campaign_id)| (event.as_str(), campaign_id))
+                    .map_err(|r| r.code()),
                 content_length: body.len(),
             },
         );
@@ -318,7 +355,11 @@ where
 /// The answer and what to record about it.
 struct Outcome {
     route: Option<Arc<Route>>,
+    /// The route is in shadow mode (counted with `shadow="true"`).
+    shadow: bool,
     event: Option<EventKind>,
+    /// Shadow mode: the error code a forwarded request failed with.
+    failed_with: Option<&'static str>,
     result: Result<Answer, Rejection>,
     /// The connection must close after the answer (an unread body is left).
     close: bool,
@@ -359,8 +400,10 @@ where
             drain(body);
         }
         Outcome {
+            shadow: route.as_ref().is_some_and(|r| r.shadow),
             route,
             event: None,
+            failed_with: None,
             result: Err(rejection),
             close: h1,
         }
@@ -368,16 +411,24 @@ where
     let Some(route) = app.routes.find(parts.uri.path()).cloned() else {
         return early(None, Rejection::NotFound, body);
     };
+    // A shadow route still enforces what protects hookgate itself (method,
+    // size); a wrong media type becomes the request's verdict instead.
+    let mut prior = None;
     match check_head(&parts, app.max_body_bytes) {
         Ok(Head::Ping) => {
             return Outcome {
+                shadow: route.shadow,
                 route: Some(route),
                 event: None,
+                failed_with: None,
                 result: Ok(Answer::Ping),
                 close: false,
             };
         }
         Ok(Head::Post) => {}
+        Err(
+            rejection @ (Rejection::UnsupportedContentType | Rejection::UnsupportedContentEncoding),
+        ) if route.shadow => prior = Some(rejection),
         Err(rejection) => return early(Some(route), rejection, body),
     }
     let size_hint = parts
@@ -397,18 +448,21 @@ where
     };
     drop(body);
 
-    let verified = match Unverified::new(parts, bytes, route.clone()).verify() {
+    let verified = match Unverified::new(parts, bytes, route.clone()).verify_shadow(prior) {
         Ok(v) => v,
         Err(rejection) => {
             return Outcome {
+                shadow: route.shadow,
                 route: Some(route),
                 event: None,
+                failed_with: None,
                 result: Err(rejection),
                 close: false,
             };
         }
     };
     let event = verified.event();
+    let failed_with = verified.failed_with();
     let result = match verified.into_upstream_request(&app.upstream, peer, request_id) {
         Ok(req) => {
             let started = Instant::now();
@@ -424,8 +478,10 @@ where
         Err(rejection) => Err(rejection),
     };
     Outcome {
+        shadow: route.shadow,
         route: Some(route),
-        event: Some(event),
+        event,
+        failed_with,
         result,
         close: false,
     }
@@ -452,13 +508,15 @@ fn respond(
         }
         Ok(Answer::Upstream(up)) => {
             let (mut parts, body) = up.into_parts();
-            let label = if parts.status.is_success() {
+            let passed_on = if parts.status.is_success() {
                 // The provider wants exactly 200; 201/202/204 would be retried.
                 parts.status = StatusCode::OK;
                 "forwarded"
             } else {
                 "upstream_error_status"
             };
+            // A shadow-mode failure is counted as what it failed with.
+            let label = outcome.failed_with.unwrap_or(passed_on);
             headers::normalize_response(&mut parts.headers);
             (Response::from_parts(parts, Full::new(body)), label, None)
         }
@@ -487,14 +545,19 @@ fn respond(
         .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
     let status = response.status().as_u16();
     let seconds = elapsed.as_secs_f64();
-    app.metrics.record_request(route_name, label, seconds);
+    app.metrics
+        .record_request(route_name, label, outcome.shadow, seconds);
 
     let duration_ms = seconds * 1000.0;
     let rid = request_id.to_str().unwrap_or("-");
     match fault {
+        None if outcome.failed_with.is_some() => tracing::info!(
+            request_id = rid, route = route_name, event, outcome = label, status,
+            duration_ms, peer = %peer, shadow = true, "shadow mode: failed request forwarded unverified"
+        ),
         None => tracing::info!(
             request_id = rid, route = route_name, event, outcome = label, status,
-            duration_ms, peer = %peer, "request"
+            duration_ms, peer = %peer, shadow = outcome.shadow, "request"
         ),
         Some((Fault::Client, rejection)) => tracing::info!(
             request_id = rid, route = route_name, event, outcome = label, status,

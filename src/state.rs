@@ -81,6 +81,8 @@ pub struct Route {
     pub encoding: Encoding,
     /// Events accepted.
     pub events: Vec<EventKind>,
+    /// Shadow mode: failures are forwarded too, marked unverified.
+    pub shadow: bool,
     /// Where the secrets come from (config order: files, then env).
     pub sources: Vec<SecretSource>,
     secrets: ArcSwap<SecretSet>,
@@ -226,6 +228,7 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
         signature_header: signature_header?,
         encoding: encoding?,
         events,
+        shadow: rc.mode == "shadow",
         sources,
         secrets: ArcSwap::from_pointee(SecretSet { secrets, digests }),
     })

@@ -12,7 +12,10 @@ use crate::config::LogConfig;
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     let result = if config.format == "pretty" {
         builder.try_init()
     } else {
