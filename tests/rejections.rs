@@ -464,3 +464,27 @@ async fn tls_1_3_floor_refuses_tls_1_2_clients() {
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
 }
+
+#[tokio::test]
+async fn request_head_over_16_kib_is_431() {
+    let (upstream, sidecar) = world().await;
+    let big = "x".repeat(17 * 1024);
+    for v in [Version::H1, Version::H2] {
+        let reply = sidecar
+            .send(v, "GET", "/webhooks/coolpopup", b"", &[("x-big", &big)])
+            .await;
+        assert_eq!(reply.status, 431, "{v:?}");
+    }
+    let ok = "x".repeat(8 * 1024);
+    let reply = sidecar
+        .send(
+            Version::H1,
+            "GET",
+            "/webhooks/coolpopup",
+            b"",
+            &[("x-big", &ok)],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "8 KiB of headers is fine");
+    upstream.assert_nothing();
+}
