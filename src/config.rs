@@ -76,6 +76,10 @@ pub struct ServerConfig {
     /// After the listener closes: in-flight requests get this long to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Peers (CIDRs) trusted to have terminated TLS in front of hookgate:
+    /// their `X-Forwarded-For` is kept (the peer appended), and with
+    /// `tls.enabled = false` only they may send plain HTTP.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// TLS material and protocol floor.
     pub tls: TlsConfig,
 }
@@ -92,6 +96,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(20),
+            trusted_proxies: Vec::new(),
             tls: TlsConfig::default(),
         }
     }
@@ -101,6 +106,9 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TlsConfig {
+    /// Terminate TLS here (default). `false` is only for a listener behind a
+    /// TLS-terminating proxy and requires `server.trusted_proxies`.
+    pub enabled: bool,
     /// PEM certificate chain, leaf first.
     pub cert_file: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
@@ -115,6 +123,7 @@ pub struct TlsConfig {
 impl Default for TlsConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             cert_file: PathBuf::from("/etc/hookgate/tls/tls.crt"),
             key_file: PathBuf::from("/etc/hookgate/tls/tls.key"),
             min_version: "1.2".to_owned(),
@@ -391,6 +400,12 @@ impl Config {
             p.push(Problem::new(
                 "server.tls.min_version",
                 format!("must be \"1.2\" or \"1.3\", not {:?}", s.tls.min_version),
+            ));
+        }
+        if !s.tls.enabled && s.trusted_proxies.is_empty() {
+            p.push(Problem::new(
+                "server.trusted_proxies",
+                "must list the TLS-terminating proxies (CIDRs) when server.tls.enabled = false",
             ));
         }
         if s.listen == self.admin.listen && s.listen.port() != 0 {
@@ -699,6 +714,19 @@ mod tests {
         ] {
             assert!(keys.contains(&want), "{want} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn plain_http_requires_trusted_proxies() {
+        let e = load(&format!("[server.tls]\nenabled = false\n{GOOD}")).unwrap_err();
+        assert_eq!(e.0[0].key, "server.trusted_proxies", "{e}");
+        let c = load(&format!(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]\n[server.tls]\nenabled = false\n{GOOD}"
+        ))
+        .unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        let e = load(&format!("[server]\ntrusted_proxies = [\"nope\"]\n{GOOD}")).unwrap_err();
+        assert!(e.0[0].key.starts_with("server.trusted_proxies"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub enum Fault {
 /// Why a request was not forwarded (or the forward failed).
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
+    /// Plain HTTP from a peer that is not a trusted proxy, or without
+    /// `X-Forwarded-Proto: https` (only with `server.tls.enabled = false`).
+    #[error("HTTPS is required: send through the TLS-terminating proxy")]
+    HttpsRequired,
     /// No route has this path.
     #[error("no route for this path")]
     NotFound,
@@ -77,6 +81,7 @@ impl Rejection {
     /// The HTTP status sent to the caller.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::HttpsRequired => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,6 +102,7 @@ impl Rejection {
     /// The spec's `error` code; also the metrics `outcome` label.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::HttpsRequired => "https_required",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -118,7 +124,8 @@ impl Rejection {
     /// Whose fault it is.
     pub fn fault(&self) -> Fault {
         match self {
-            Self::NotFound
+            Self::HttpsRequired
+            | Self::NotFound
             | Self::MethodNotAllowed
             | Self::PayloadTooLarge { .. }
             | Self::UnsupportedContentType
@@ -138,7 +145,8 @@ impl Rejection {
     pub fn is_early(&self) -> bool {
         matches!(
             self,
-            Self::NotFound
+            Self::HttpsRequired
+                | Self::NotFound
                 | Self::MethodNotAllowed
                 | Self::PayloadTooLarge { .. }
                 | Self::UnsupportedContentType

@@ -81,6 +81,8 @@ pub struct Forwarding<'a> {
     pub upstream_host: &'a HeaderValue,
     /// The client's IP address, for `X-Forwarded-For`.
     pub peer_ip: std::net::IpAddr,
+    /// A trusted proxy's incoming `X-Forwarded-For` chain, to which the peer is appended.
+    pub forwarded_for: Option<String>,
     /// The Host / `:authority` the client used, for `X-Forwarded-Host`.
     pub original_host: Option<HeaderValue>,
     /// The request id, for `X-Request-Id`.
@@ -123,7 +125,12 @@ pub fn normalize_request(
         HeaderValue::from_static("application/json"),
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(f.content_length));
-    headers.insert(X_FORWARDED_FOR.clone(), ip_value(f.peer_ip));
+    let xff = match f.forwarded_for {
+        Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", f.peer_ip))
+            .unwrap_or_else(|_| ip_value(f.peer_ip)),
+        None => ip_value(f.peer_ip),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
     if let Some(host) = f.original_host {
         headers.insert(X_FORWARDED_HOST.clone(), host);
@@ -236,6 +243,7 @@ mod tests {
             Forwarding {
                 upstream_host: &upstream_host,
                 peer_ip: "10.1.2.3".parse().unwrap(),
+                forwarded_for: None,
                 original_host,
                 request_id: &rid,
                 route: &route,

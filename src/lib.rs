@@ -87,7 +87,8 @@ pub struct Hookgate {
     app: Arc<App>,
     reloader: Arc<Reloader>,
     ready: Arc<AtomicBool>,
-    acceptor: TlsAcceptor,
+    /// None: plain HTTP behind a TLS-terminating proxy.
+    acceptor: Option<TlsAcceptor>,
     server: ServerConfig,
     reload_interval: Duration,
 }
@@ -105,7 +106,13 @@ impl Hookgate {
     pub fn new(loaded: Loaded) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new());
         let upstream = Upstream::new(&loaded.config.upstream)?;
-        let tls_config = tls::server_config(&loaded.config.server.tls, loaded.tls.store.clone())?;
+        let acceptor = match &loaded.tls.store {
+            Some(store) => Some(TlsAcceptor::from(Arc::new(tls::server_config(
+                &loaded.config.server.tls,
+                store.clone(),
+            )?))),
+            None => None,
+        };
         let reloader = Arc::new(Reloader::new(
             loaded.routes.clone(),
             &loaded.tls,
@@ -116,13 +123,15 @@ impl Hookgate {
             upstream,
             metrics,
             max_body_bytes: loaded.config.server.max_body_bytes,
+            trusted_proxies: loaded.config.server.trusted_proxies.clone(),
+            tls: loaded.tls.store.is_some(),
             body_read_timeout: loaded.config.server.body_read_timeout,
         });
         Ok(Self {
             app,
             reloader,
             ready: Arc::new(AtomicBool::new(false)),
-            acceptor: TlsAcceptor::from(Arc::new(tls_config)),
+            acceptor,
             server: loaded.config.server,
             reload_interval: loaded.config.reload.interval,
         })

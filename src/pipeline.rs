@@ -42,6 +42,24 @@ pub struct App {
     pub max_body_bytes: usize,
     /// `server.body_read_timeout`.
     pub body_read_timeout: Duration,
+    /// `server.trusted_proxies`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// TLS is terminated here (false: plain HTTP behind a trusted proxy).
+    pub tls: bool,
+}
+
+impl App {
+    /// Whether `peer` is one of the trusted TLS-terminating proxies.
+    pub fn is_trusted(&self, peer: SocketAddr) -> bool {
+        let ip = peer.ip().to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// `X-Forwarded-Proto: https`, exactly once.
+fn forwarded_proto_is_https(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(&headers::X_FORWARDED_PROTO).iter();
+    matches!((values.next(), values.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 /// A request whose head passed the checks and whose body was read, but whose
@@ -191,6 +209,7 @@ impl Verified {
         self,
         upstream: &Upstream,
         peer: SocketAddr,
+        peer_is_trusted_proxy: bool,
         request_id: &HeaderValue,
     ) -> Result<UpstreamRequest, Rejection> {
         let Verified {
@@ -200,6 +219,18 @@ impl Verified {
             verdict,
         } = self;
         let uri = upstream.uri_for(&route.upstream_path, parts.uri.query())?;
+        // A trusted proxy's X-Forwarded-For chain is kept (the peer is appended).
+        let forwarded_for = if peer_is_trusted_proxy {
+            let chain: Vec<&str> = parts
+                .headers
+                .get_all(&headers::X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!chain.is_empty()).then(|| chain.join(", "))
+        } else {
+            None
+        };
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -211,7 +242,8 @@ impl Verified {
             &route.signature_header,
             Forwarding {
                 upstream_host: upstream.host(),
-                peer_ip: peer.ip(),
+                peer_ip: peer.ip().to_canonical(),
+                forwarded_for,
                 original_host,
                 request_id,
                 route: &route.name_header,
@@ -408,6 +440,11 @@ where
             close: h1,
         }
     };
+    let trusted = app.is_trusted(peer);
+    if !app.tls && !(trusted && forwarded_proto_is_https(&parts.headers)) {
+        let route = app.routes.find(parts.uri.path()).cloned();
+        return early(route, Rejection::HttpsRequired, body);
+    }
     let Some(route) = app.routes.find(parts.uri.path()).cloned() else {
         return early(None, Rejection::NotFound, body);
     };
@@ -463,7 +500,7 @@ where
     };
     let event = verified.event();
     let failed_with = verified.failed_with();
-    let result = match verified.into_upstream_request(&app.upstream, peer, request_id) {
+    let result = match verified.into_upstream_request(&app.upstream, peer, trusted, request_id) {
         Ok(req) => {
             let started = Instant::now();
             let result = app.upstream.send(req).await;

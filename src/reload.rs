@@ -21,7 +21,7 @@ use crate::tls::{self, CertStore};
 #[derive(Debug)]
 pub struct Reloader {
     routes: Arc<Routes>,
-    store: Arc<CertStore>,
+    store: Option<Arc<CertStore>>,
     tls_files: Option<(PathBuf, PathBuf)>,
     metrics: Arc<Metrics>,
     memory: Mutex<Memory>,
@@ -50,7 +50,9 @@ impl Reloader {
     /// A reloader for the material `tls` and `routes` were loaded from.
     pub fn new(routes: Arc<Routes>, tls: &TlsState, metrics: Arc<Metrics>) -> Self {
         let tls_seen = tls.files.as_ref().and_then(|(c, k)| file_digest(&[c, k]));
-        set_expiry(&metrics, &tls.store);
+        if let Some(store) = &tls.store {
+            set_expiry(&metrics, store);
+        }
         let secret_errors = routes.iter().map(|_| None).collect();
         Self {
             routes,
@@ -76,7 +78,7 @@ impl Reloader {
     }
 
     fn reload_tls(&self, memory: &mut Memory, summary: &mut Summary) {
-        let Some((cert, key)) = &self.tls_files else {
+        let (Some((cert, key)), Some(store)) = (&self.tls_files, &self.store) else {
             return;
         };
         let digest = file_digest(&[cert, key]);
@@ -85,9 +87,9 @@ impl Reloader {
         }
         match tls::load_certified_key(cert, key) {
             Ok(ck) => {
-                self.store.replace(ck);
+                store.replace(ck);
                 memory.tls_seen = digest;
-                set_expiry(&self.metrics, &self.store);
+                set_expiry(&self.metrics, store);
                 self.metrics.record_reload("tls", true);
                 summary.tls_reloaded = true;
                 tracing::info!(cert = %cert.display(), "TLS certificate reloaded");

@@ -56,7 +56,8 @@ pub fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 /// What every connection task shares.
 pub(crate) struct Shared {
     pub app: Arc<App>,
-    pub acceptor: TlsAcceptor,
+    /// None: plain HTTP behind a TLS-terminating proxy (`server.tls.enabled = false`).
+    pub acceptor: Option<TlsAcceptor>,
     pub builder: auto::Builder<TokioExecutor>,
     pub handshake_timeout: Duration,
 }
@@ -112,6 +113,11 @@ pub(crate) async fn accept_loop(
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, watcher: Watcher) {
     let _ = stream.set_nodelay(true);
+    let Some(acceptor) = &shared.acceptor else {
+        // TLS is terminated in front; the pipeline checks who may speak plain HTTP.
+        serve_http(TokioIo::new(stream), peer, shared, watcher).await;
+        return;
+    };
     let metrics = &shared.app.metrics;
     let mut first = [0u8; 1];
     match tokio::time::timeout(shared.handshake_timeout, stream.peek(&mut first)).await {
@@ -129,9 +135,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, 
         refuse_plaintext(stream, shared.handshake_timeout).await;
         return;
     }
-    let tls = match tokio::time::timeout(shared.handshake_timeout, shared.acceptor.accept(stream))
-        .await
-    {
+    let tls = match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             metrics.tls_handshake_failures.inc();
@@ -144,12 +148,20 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, 
             return;
         }
     };
+    serve_http(TokioIo::new(tls), peer, shared, watcher).await;
+}
+
+/// HTTP/1.1 or HTTP/2 on an established (TLS or trusted plain) stream.
+async fn serve_http<I>(io: TokioIo<I>, peer: SocketAddr, shared: &Shared, watcher: Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let app = shared.app.clone();
     let service = service_fn(move |req| {
         let app = app.clone();
         async move { Ok::<_, Infallible>(pipeline::handle(&app, req, peer).await) }
     });
-    let conn = shared.builder.serve_connection(TokioIo::new(tls), service);
+    let conn = shared.builder.serve_connection(io, service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }

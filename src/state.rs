@@ -124,8 +124,8 @@ impl Routes {
 /// The TLS side: the store in service and where it was loaded from.
 #[derive(Debug)]
 pub struct TlsState {
-    /// The certificate in service.
-    pub store: Arc<CertStore>,
+    /// The certificate in service; None when TLS is terminated in front.
+    pub store: Option<Arc<CertStore>>,
     /// The files it came from, or None for the self-signed development certificate.
     pub files: Option<(PathBuf, PathBuf)>,
     /// The development certificate's PEM (to print for clients); None otherwise.
@@ -236,18 +236,25 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
 
 fn load_tls(config: &Config) -> Result<TlsState, Vec<Problem>> {
     let tls = &config.server.tls;
+    if !tls.enabled {
+        return Ok(TlsState {
+            store: None,
+            files: None,
+            dev_cert_pem: None,
+        });
+    }
     if tls.self_signed {
         let (key, pem) = tls::self_signed()
             .map_err(|e| vec![Problem::new("server.tls.self_signed", e.to_string())])?;
         return Ok(TlsState {
-            store: CertStore::new(key),
+            store: Some(CertStore::new(key)),
             files: None,
             dev_cert_pem: Some(pem),
         });
     }
     match tls::load_certified_key(&tls.cert_file, &tls.key_file) {
         Ok(key) => Ok(TlsState {
-            store: CertStore::new(key),
+            store: Some(CertStore::new(key)),
             files: Some((tls.cert_file.clone(), tls.key_file.clone())),
             dev_cert_pem: None,
         }),
