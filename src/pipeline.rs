@@ -441,7 +441,9 @@ where
         }
     };
     let trusted = app.is_trusted(peer);
-    if !app.tls && !(trusted && forwarded_proto_is_https(&parts.headers)) {
+    // Plain HTTP is only for a trusted proxy that terminated TLS itself.
+    let secure = app.tls || (trusted && forwarded_proto_is_https(&parts.headers));
+    if !secure {
         let route = app.routes.find(parts.uri.path()).cloned();
         return early(route, Rejection::HttpsRequired, body);
     }
