@@ -2,7 +2,10 @@
 //! plain HTTP only to trusted proxies that say `X-Forwarded-Proto: https`;
 //! a trusted proxy's `X-Forwarded-For` chain is kept with the peer appended.
 
-#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] fns panic on a failed step")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] fns panic on a failed step"
+)]
 
 mod support;
 
