@@ -32,9 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminState;
 use crate::config::ServerConfig;
@@ -177,8 +178,10 @@ impl Hookgate {
             acceptor: self.acceptor.clone(),
             builder: server::http_builder(&self.server),
             handshake_timeout: self.server.handshake_timeout,
+            idle_timeout: self.server.idle_timeout,
+            shutdown: CancellationToken::new(),
         });
-        let graceful = GracefulShutdown::new();
+        let tracker = TaskTracker::new();
         let ready = self.ready.clone();
         let drain_delay = self.server.drain_delay;
         let stop = async move {
@@ -197,23 +200,27 @@ impl Hookgate {
         );
         server::accept_loop(
             &listeners.public,
-            shared,
+            shared.clone(),
             self.server.max_connections,
-            &graceful,
+            &tracker,
             stop,
         )
         .await;
         drop(listeners.public);
-        let open = graceful.count();
+        tracker.close();
+        shared.shutdown.cancel();
         tracing::info!(
-            open_connections = open,
+            open_connections = tracker.len(),
             "listener closed; finishing in-flight requests"
         );
-        if tokio::time::timeout(self.server.shutdown_grace, graceful.shutdown())
+        if tokio::time::timeout(self.server.shutdown_grace, tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!("shutdown_grace elapsed with connections still open; closing them");
+            tracing::warn!(
+                open_connections = tracker.len(),
+                "shutdown_grace elapsed with connections still open; closing them"
+            );
         }
         if let Some(p) = poller {
             p.abort();

@@ -6,7 +6,9 @@
 //! byte, refusing plaintext HTTP, the TLS handshake — runs in the spawned
 //! task under `handshake_timeout`, so one slow client never stalls the loop.
 //! Accept errors (e.g. out of file descriptors) back off instead of ending
-//! the server. Connections are watched by hyper-util's `GracefulShutdown`.
+//! the server. Every connection task is tracked, so shutdown can wait for
+//! them, and watched for idleness: a keep-alive connection with no request in
+//! flight for `idle_timeout` is closed gracefully.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,11 +18,15 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::pipeline::{self, App};
@@ -60,15 +66,20 @@ pub(crate) struct Shared {
     pub acceptor: Option<TlsAcceptor>,
     pub builder: auto::Builder<TokioExecutor>,
     pub handshake_timeout: Duration,
+    /// `server.idle_timeout`.
+    pub idle_timeout: Duration,
+    /// Cancelled when draining ends: connections finish their current
+    /// requests and close (HTTP/1.1 stops keep-alive, HTTP/2 sends GOAWAY).
+    pub shutdown: CancellationToken,
 }
 
 /// Accepts until `stop` resolves, then returns (the listener is dropped by
-/// the caller, which then waits for `graceful`).
+/// the caller, which then cancels `shared.shutdown` and waits for `tracker`).
 pub(crate) async fn accept_loop(
     listener: &TcpListener,
     shared: Arc<Shared>,
     max_connections: usize,
-    graceful: &GracefulShutdown,
+    tracker: &TaskTracker,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -100,22 +111,21 @@ pub(crate) async fn accept_loop(
             },
         };
         let shared = shared.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let metrics = &shared.app.metrics;
             metrics.connections_open.inc();
-            serve_connection(stream, peer, &shared, watcher).await;
+            serve_connection(stream, peer, &shared).await;
             metrics.connections_open.dec();
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, watcher: Watcher) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = stream.set_nodelay(true);
     let Some(acceptor) = &shared.acceptor else {
         // TLS is terminated in front; the pipeline checks who may speak plain HTTP.
-        serve_http(TokioIo::new(stream), peer, shared, watcher).await;
+        serve_http(TokioIo::new(stream), peer, shared).await;
         return;
     };
     let metrics = &shared.app.metrics;
@@ -148,21 +158,87 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, 
             return;
         }
     };
-    serve_http(TokioIo::new(tls), peer, shared, watcher).await;
+    serve_http(TokioIo::new(tls), peer, shared).await;
 }
 
-/// HTTP/1.1 or HTTP/2 on an established (TLS or trusted plain) stream.
-async fn serve_http<I>(io: TokioIo<I>, peer: SocketAddr, shared: &Shared, watcher: Watcher)
+/// Requests in flight on one connection and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    last_end: std::sync::Mutex<Instant>,
+}
+
+impl Activity {
+    fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn end(&self) {
+        if let Ok(mut last) = self.last_end.lock() {
+            *last = Instant::now();
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Resolves once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self
+                .last_end
+                .lock()
+                .map(|l| *l)
+                .unwrap_or_else(|_| Instant::now());
+            let deadline = last + idle;
+            if self.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= deadline {
+                return;
+            }
+            // Busy or not yet idle long enough: look again at the deadline
+            // (or a full period later if a request is running).
+            let next = deadline.max(Instant::now() + idle / 4);
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+}
+
+/// HTTP/1.1 or HTTP/2 on an established (TLS or trusted plain) stream, until
+/// the client closes, the connection idles out, or shutdown asks it to finish.
+async fn serve_http<I>(io: TokioIo<I>, peer: SocketAddr, shared: &Shared)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity {
+        in_flight: AtomicUsize::new(0),
+        last_end: std::sync::Mutex::new(Instant::now()),
+    });
     let app = shared.app.clone();
+    let tracked = activity.clone();
     let service = service_fn(move |req| {
         let app = app.clone();
-        async move { Ok::<_, Infallible>(pipeline::handle(&app, req, peer).await) }
+        let activity = tracked.clone();
+        activity.begin();
+        async move {
+            let response = pipeline::handle(&app, req, peer).await;
+            activity.end();
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = shared.builder.serve_connection(io, service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = shared.shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = activity.idle_for(shared.idle_timeout), if !closing => {
+                tracing::debug!(peer = %peer, "idle connection closed");
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

@@ -206,3 +206,63 @@ async fn get_and_head_pings_are_answered_locally_and_counted() {
     );
     sidecar.stop().await;
 }
+
+/// Waits (bounded) for the server to close a TLS connection; true if it did.
+async fn closed_by_server(mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // e.g. HTTP/2 SETTINGS or GOAWAY frames
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_idle_timeout() {
+    let upstream = Upstream::start().await;
+    let mut opts = Options::new(upstream.url());
+    // header_read_timeout also bounds an idle HTTP/1.1 connection; make it
+    // far longer than the 10 s bound below so only idle_timeout can act.
+    opts.server = "idle_timeout = \"300ms\"\nheader_read_timeout = \"60s\"".to_owned();
+    let sidecar = Sidecar::start(opts).await;
+    for v in [Version::H1, Version::H2] {
+        let tls = sidecar.connect(v).await;
+        assert!(
+            closed_by_server(tls).await,
+            "{v:?}: idle connection left open"
+        );
+    }
+    upstream.assert_nothing();
+}
+
+#[tokio::test]
+async fn a_request_longer_than_idle_timeout_is_not_cut() {
+    let upstream = Upstream::start().await;
+    let mut opts = Options::new(upstream.url());
+    opts.server = "idle_timeout = \"200ms\"".to_owned();
+    opts.routes = vec![route("slow", "/webhooks/slow", "/slow/700")];
+    let sidecar = Sidecar::start(opts).await;
+    for v in [Version::H1, Version::H2] {
+        let body = body_of("popup.shown");
+        let sig = sign(&body, SECRET);
+        let reply = sidecar
+            .send(
+                v,
+                "POST",
+                "/webhooks/slow",
+                &body,
+                &[
+                    ("content-type", "application/json"),
+                    ("x-coolpopup-signature", &sig),
+                ],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{v:?}");
+        upstream.only_one();
+    }
+}
