@@ -439,13 +439,23 @@ struct Served {
 impl Served {
     /// Starts `serve -c config` and waits (bounded 10 s) until /readyz is 200.
     async fn start(m: &Material, upstream: &str, server_extra: &str) -> Self {
+        Self::start_with_route(m, upstream, server_extra, "").await
+    }
+
+    /// As `start`, with extra lines in the route.
+    async fn start_with_route(
+        m: &Material,
+        upstream: &str,
+        server_extra: &str,
+        route_extra: &str,
+    ) -> Self {
         let (port, admin_port) = free_ports();
         let mut text = m.config(
             &format!("127.0.0.1:{port}"),
             &format!("127.0.0.1:{admin_port}"),
             upstream,
             "",
-            "",
+            route_extra,
         );
         text = text.replacen("[server]\n", &format!("[server]\n{server_extra}\n"), 1);
         let config = m.file("serve.toml", text.as_bytes());
@@ -719,4 +729,25 @@ fn serve_on_a_port_in_use_exits_1_naming_the_listener() {
         "stderr:\n{}",
         ran.stderr
     );
+}
+
+#[tokio::test]
+async fn sigterm_during_an_in_flight_request_completes_it_and_exits_0() {
+    let m = Material::new();
+    let upstream = Upstream::start().await;
+    let served =
+        Served::start_with_route(&m, &upstream.url(), "", "upstream_path = \"/slow/1000\"").await;
+    let mut send = send_cmd(&served, &m.secret);
+    send.arg("--cacert")
+        .arg(&m.tls.cert)
+        .arg("--event")
+        .arg("popup.closed");
+    let in_flight = tokio::spawn(run_async(send));
+    // The request is in flight once the upstream has it (a signal, not a sleep).
+    upstream.arrival().await;
+    served.terminate().await;
+    let ran = in_flight.await.unwrap();
+    assert_eq!(ran.code, Some(0), "send: {}", ran.stdout);
+    assert!(ran.stdout.starts_with("200"), "send: {}", ran.stdout);
+    assert_eq!(upstream.only_one().all("x-webhook-event"), ["popup.closed"]);
 }
