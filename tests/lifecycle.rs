@@ -266,3 +266,51 @@ async fn a_request_longer_than_idle_timeout_is_not_cut() {
         upstream.only_one();
     }
 }
+
+#[tokio::test]
+async fn tls_metrics_report_handshake_failures_expiry_and_open_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_upstream, sidecar) = world().await;
+    assert_eq!(
+        sidecar
+            .metric("hookgate_tls_handshake_failures_total")
+            .await,
+        Some(0.0)
+    );
+    // Plaintext HTTP on the TLS port counts as a failed handshake.
+    let mut tcp = tokio::net::TcpStream::connect(sidecar.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut sink)).await;
+    assert!(sink.starts_with(b"HTTP/1.1 400"), "{sink:?}");
+    drop(tcp);
+    assert_eq!(
+        sidecar
+            .metric("hookgate_tls_handshake_failures_total")
+            .await,
+        Some(1.0)
+    );
+    // The certificate's notAfter, in Unix seconds, lies in the future.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let expiry = sidecar
+        .metric("hookgate_tls_cert_expiry_timestamp_seconds")
+        .await
+        .unwrap();
+    assert!(expiry > now, "expiry {expiry} not after now {now}");
+    // An open TLS connection is counted while it is open.
+    let tls = sidecar.connect(Version::H2).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sidecar.metric("hookgate_connections_open").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "connections_open never reached 1"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(tls);
+}
