@@ -158,16 +158,7 @@ async fn http2_is_accepted_and_forwarded_as_http1() {
     let body = body_of("popup.converted");
     let sig = sign(&body, SECRET);
     let reply = sidecar
-        .send(
-            Version::H2,
-            "POST",
-            "/webhooks/coolpopup",
-            &body,
-            &[
-                ("content-type", "application/json"),
-                ("x-coolpopup-signature", &sig),
-            ],
-        )
+        .post_signed(Version::H2, "/webhooks/coolpopup", &body, &sig)
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let up = upstream.only_one();
@@ -203,32 +194,14 @@ async fn rotation_accepts_every_configured_secret() {
     for secret in [SECRET, SECRET_OLD] {
         let sig = sign(&body, secret);
         let reply = sidecar
-            .send(
-                Version::H1,
-                "POST",
-                "/webhooks/coolpopup",
-                &body,
-                &[
-                    ("content-type", "application/json"),
-                    ("x-coolpopup-signature", &sig),
-                ],
-            )
+            .post_signed(Version::H1, "/webhooks/coolpopup", &body, &sig)
             .await;
         assert_eq!(reply.status, 200);
         upstream.only_one();
     }
     let sig = sign(&body, b"a third secret");
     let reply = sidecar
-        .send(
-            Version::H1,
-            "POST",
-            "/webhooks/coolpopup",
-            &body,
-            &[
-                ("content-type", "application/json"),
-                ("x-coolpopup-signature", &sig),
-            ],
-        )
+        .post_signed(Version::H1, "/webhooks/coolpopup", &body, &sig)
         .await;
     reply.expect_error(401, "invalid_signature");
     upstream.assert_nothing();
@@ -256,18 +229,7 @@ async fn signature_encodings() {
         ("/webhooks/b64", hex_sig.clone(), 401),
     ];
     for (path, sig, want) in cases {
-        let reply = sidecar
-            .send(
-                Version::H1,
-                "POST",
-                path,
-                &body,
-                &[
-                    ("content-type", "application/json"),
-                    ("x-coolpopup-signature", &sig),
-                ],
-            )
-            .await;
+        let reply = sidecar.post_signed(Version::H1, path, &body, &sig).await;
         assert_eq!(reply.status, want, "{path} {sig}");
         if want == 200 {
             upstream.only_one();

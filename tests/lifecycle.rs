@@ -250,18 +250,7 @@ async fn a_request_longer_than_idle_timeout_is_not_cut() {
     for v in [Version::H1, Version::H2] {
         let body = body_of("popup.shown");
         let sig = sign(&body, SECRET);
-        let reply = sidecar
-            .send(
-                v,
-                "POST",
-                "/webhooks/slow",
-                &body,
-                &[
-                    ("content-type", "application/json"),
-                    ("x-coolpopup-signature", &sig),
-                ],
-            )
-            .await;
+        let reply = sidecar.post_signed(v, "/webhooks/slow", &body, &sig).await;
         assert_eq!(reply.status, 200, "{v:?}");
         upstream.only_one();
     }

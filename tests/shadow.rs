@@ -21,16 +21,7 @@ async fn shadow_route_forwards_a_bad_signature_marked_unverified() {
     let body = body_of("popup.converted");
     let sig = sign(&body, b"not-the-secret");
     let reply = sidecar
-        .send(
-            Version::H1,
-            "POST",
-            "/webhooks/trial",
-            &body,
-            &[
-                ("content-type", "application/json"),
-                ("x-coolpopup-signature", &sig),
-            ],
-        )
+        .post_signed(Version::H1, "/webhooks/trial", &body, &sig)
         .await;
     assert_eq!(
         reply.status, 200,
@@ -135,16 +126,7 @@ async fn enforcing_route_beside_a_shadow_one_still_rejects() {
     let body = body_of("popup.shown");
     let sig = sign(&body, b"wrong");
     sidecar
-        .send(
-            Version::H1,
-            "POST",
-            "/webhooks/coolpopup",
-            &body,
-            &[
-                ("content-type", "application/json"),
-                ("x-coolpopup-signature", &sig),
-            ],
-        )
+        .post_signed(Version::H1, "/webhooks/coolpopup", &body, &sig)
         .await
         .expect_error(401, "invalid_signature");
     upstream.assert_nothing();

@@ -408,6 +408,21 @@ impl Sidecar {
         .await
     }
 
+    /// POSTs `body` as `application/json` with signature header value `sig`.
+    pub async fn post_signed(&self, v: Version, path: &str, body: &[u8], sig: &str) -> Reply {
+        self.send(
+            v,
+            "POST",
+            path,
+            body,
+            &[
+                ("content-type", "application/json"),
+                ("x-coolpopup-signature", sig),
+            ],
+        )
+        .await
+    }
+
     /// One request on a fresh TLS connection with exactly these headers.
     pub async fn send(
         &self,
