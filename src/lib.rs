@@ -179,6 +179,7 @@ impl Hookgate {
             builder: server::http_builder(&self.server),
             handshake_timeout: self.server.handshake_timeout,
             idle_timeout: self.server.idle_timeout,
+            header_read_timeout: self.server.header_read_timeout,
             shutdown: CancellationToken::new(),
         });
         let tracker = TaskTracker::new();

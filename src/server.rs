@@ -18,7 +18,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     pub handshake_timeout: Duration,
     /// `server.idle_timeout`.
     pub idle_timeout: Duration,
+    /// `server.header_read_timeout`: also how long a new connection may wait
+    /// before its first request begins.
+    pub header_read_timeout: Duration,
     /// Cancelled when draining ends: connections finish their current
     /// requests and close (HTTP/1.1 stops keep-alive, HTTP/2 sends GOAWAY).
     pub shutdown: CancellationToken,
@@ -164,12 +167,27 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
 /// Requests in flight on one connection and when the last one ended.
 struct Activity {
     in_flight: AtomicUsize,
+    /// A request has begun on this connection (before that, the connection
+    /// is waiting for its first request head, not idling).
+    begun: AtomicBool,
     last_end: std::sync::Mutex<Instant>,
 }
 
+/// One request in flight; ends when dropped — also when hyper drops the
+/// request's future because the client reset its HTTP/2 stream.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 impl Activity {
-    fn begin(&self) {
+    fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.begun.store(true, Ordering::Release);
+        InFlight(self.clone())
     }
 
     fn end(&self) {
@@ -179,21 +197,29 @@ impl Activity {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Resolves once no request has been in flight for `idle`.
-    async fn idle_for(&self, idle: Duration) {
+    /// Resolves once no request has been in flight for `idle` — or, while
+    /// no request has begun yet, for `first` (at most `idle`): a client that
+    /// connects and never sends a request is a slow head, not a keep-alive
+    /// connection.
+    async fn idle_for(&self, idle: Duration, first: Duration) {
         loop {
             let last = self
                 .last_end
                 .lock()
                 .map(|l| *l)
                 .unwrap_or_else(|_| Instant::now());
-            let deadline = last + idle;
+            let limit = if self.begun.load(Ordering::Acquire) {
+                idle
+            } else {
+                first.min(idle)
+            };
+            let deadline = last + limit;
             if self.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= deadline {
                 return;
             }
             // Busy or not yet idle long enough: look again at the deadline
-            // (or a full period later if a request is running).
-            let next = deadline.max(Instant::now() + idle / 4);
+            // (or a quarter period later if a request is running).
+            let next = deadline.max(Instant::now() + limit / 4);
             tokio::time::sleep_until(next.into()).await;
         }
     }
@@ -207,23 +233,28 @@ where
 {
     let activity = Arc::new(Activity {
         in_flight: AtomicUsize::new(0),
+        begun: AtomicBool::new(false),
         last_end: std::sync::Mutex::new(Instant::now()),
     });
     let app = shared.app.clone();
     let tracked = activity.clone();
     let service = service_fn(move |req| {
         let app = app.clone();
-        let activity = tracked.clone();
-        activity.begin();
+        let in_flight = tracked.begin();
         async move {
             let response = pipeline::handle(&app, req, peer).await;
-            activity.end();
+            drop(in_flight);
             Ok::<_, Infallible>(response)
         }
     });
     let conn = shared.builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
+    // Once an idle connection is asked to close, it gets `idle_timeout` to
+    // finish writing; then it is dropped. A client that never reads its
+    // answer (or never opens its HTTP/2 flow-control window) would otherwise
+    // keep a graceful close, and the connection permit, pending forever.
+    let mut give_up: Option<tokio::time::Instant> = None;
     let result = loop {
         tokio::select! {
             result = conn.as_mut() => break result,
@@ -231,10 +262,15 @@ where
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = activity.idle_for(shared.idle_timeout), if !closing => {
+            () = activity.idle_for(shared.idle_timeout, shared.header_read_timeout), if !closing => {
                 tracing::debug!(peer = %peer, "idle connection closed");
                 closing = true;
+                give_up = Some(tokio::time::Instant::now() + shared.idle_timeout);
                 conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)), if give_up.is_some() => {
+                tracing::debug!(peer = %peer, "idle connection did not finish closing; dropped");
+                return;
             }
         }
     };

@@ -1071,11 +1071,13 @@ async fn http2_200_concurrent_requests_on_one_connection() {
 /// A minimal HTTP/2 frame writer, to do what a well-behaved client library
 /// will not: open more streams than the server allows.
 mod frames {
+    pub const DATA: u8 = 0x0;
     pub const HEADERS: u8 = 0x1;
     pub const RST_STREAM: u8 = 0x3;
     pub const SETTINGS: u8 = 0x4;
     pub const PING: u8 = 0x6;
     pub const GOAWAY: u8 = 0x7;
+    pub const END_STREAM: u8 = 0x1;
     pub const ACK: u8 = 0x1;
     pub const END_HEADERS: u8 = 0x4;
     pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -1338,4 +1340,98 @@ async fn idle_http2_connections_do_not_exhaust_permits() {
     assert_eq!(reply.status, 200);
     upstream.only_one();
     drop(held);
+}
+
+// === regressions: connections that held a permit forever ===
+
+/// After the TLS handshake, a client that sends nothing at all (or half an
+/// HTTP/2 preface): hyper-util waits for the first bytes without a timer, so
+/// this used to be bounded only by `idle_timeout` (60 s by default) while a
+/// connection permit was held. Before its first request a connection now gets
+/// `header_read_timeout` (2 s here), like any slow head.
+#[tokio::test]
+async fn silent_client_after_handshake_is_closed() {
+    let (upstream, sidecar) = world().await;
+    for v in [Version::H1, Version::H2] {
+        let mut tls = sidecar.connect(v).await;
+        let ex = read_until_closed(&mut tls, BOUND).await;
+        assert!(
+            ex.closed,
+            "{v:?}: a silent connection was kept for {BOUND:?}"
+        );
+    }
+    // A partial HTTP/2 preface then silence.
+    let mut tls = sidecar.connect(Version::H2).await;
+    tls.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let ex = read_until_closed(&mut tls, BOUND).await;
+    assert!(
+        ex.closed,
+        "a partial preface kept the connection for {BOUND:?}"
+    );
+    upstream.assert_nothing();
+}
+
+/// An HTTP/2 client that never opens its flow-control window: the answer to
+/// its request can never be sent, so the idle connection's graceful close
+/// (GOAWAY, then wait for open streams) never completed and the connection
+/// and its permit were pinned forever. It is now dropped `idle_timeout`
+/// after the GOAWAY.
+#[tokio::test]
+async fn http2_zero_window_does_not_pin_the_connection() {
+    use frames::*;
+    let (upstream, sidecar) = start_with("idle_timeout = \"1s\"").await;
+    let mut tls = sidecar.connect(Version::H2).await;
+    let mut out = PREFACE.to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0.
+    out.extend(frame(SETTINGS, 0, 0, &[0x00, 0x04, 0, 0, 0, 0]));
+    let authority = format!("localhost:{}", sidecar.addr.port());
+    let get = hpack(&[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":path", ROUTE),
+        (":authority", &authority),
+    ]);
+    out.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &get));
+    tls.write_all(&out).await.unwrap();
+    let outcome = read_h2(&mut tls, |_| false).await;
+    assert!(outcome.answered.contains(&1), "{outcome:?}");
+    assert!(
+        outcome.closed,
+        "a zero-window stream pinned the connection for {BOUND:?}: {outcome:?}"
+    );
+    upstream.assert_nothing();
+}
+
+/// A client that resets its HTTP/2 stream while hookgate waits for the
+/// upstream: hyper drops the request's future. The request used to stay
+/// counted as in flight, so the connection never idled out and held its
+/// permit forever; now it idles out (GOAWAY, close) after `idle_timeout`.
+#[tokio::test]
+async fn http2_stream_reset_mid_request_does_not_keep_the_connection_busy() {
+    use frames::*;
+    let upstream = Upstream::start().await;
+    let mut opts = Options::new(upstream.url());
+    opts.routes = vec![route("coolpopup", ROUTE, "/slow/3000")];
+    opts.upstream_timeout = "4s";
+    opts.server = "idle_timeout = \"1s\"".to_owned();
+    let sidecar = Sidecar::start(opts).await;
+    let mut tls = sidecar.connect(Version::H2).await;
+    let body = body_of("popup.shown");
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    let block = h2_post_headers(sidecar.addr.port(), &sign(&body, SECRET));
+    out.extend(frame(HEADERS, END_HEADERS, 1, &block));
+    out.extend(frame(DATA, END_STREAM, 1, &body));
+    tls.write_all(&out).await.unwrap();
+    // The request is at the upstream (which answers only after 3 s): cancel it.
+    upstream.arrival().await;
+    tls.write_all(&frame(RST_STREAM, 0, 1, &8u32.to_be_bytes()))
+        .await
+        .unwrap();
+    let outcome = read_h2(&mut tls, |_| false).await;
+    assert!(
+        outcome.closed,
+        "a reset stream left the connection busy for {BOUND:?}: {outcome:?}"
+    );
+    assert_eq!(upstream.take().len(), 1, "forwarded once, before the reset");
 }
