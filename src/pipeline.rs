@@ -427,8 +427,11 @@ where
 {
     let (parts, mut body) = req.into_parts();
     let h1 = parts.version < Version::HTTP_2;
+    // An answer before the body was read: on HTTP/1.1, if body bytes are
+    // still coming, drain them and close (the stream cannot be reused).
     let early = |route: Option<Arc<Route>>, rejection: Rejection, body: B| {
-        if h1 {
+        let close = h1 && !body.is_end_stream();
+        if close {
             drain(body);
         }
         Outcome {
@@ -437,7 +440,7 @@ where
             event: None,
             failed_with: None,
             result: Err(rejection),
-            close: h1,
+            close,
         }
     };
     let trusted = app.is_trusted(peer);

@@ -488,3 +488,25 @@ async fn request_head_over_16_kib_is_431() {
     assert_eq!(reply.status, 200, "8 KiB of headers is fine");
     upstream.assert_nothing();
 }
+
+#[tokio::test]
+async fn a_bodiless_early_rejection_keeps_the_connection_alive() {
+    let (upstream, sidecar) = world().await;
+    let reply = sidecar.send(Version::H1, "GET", "/nope", b"", &[]).await;
+    reply.expect_error(404, "not_found");
+    assert!(
+        !reply.headers.contains_key("connection"),
+        "{:?}",
+        reply.headers
+    );
+    let reply = sidecar
+        .send(Version::H1, "DELETE", "/webhooks/coolpopup", b"", &[])
+        .await;
+    reply.expect_error(405, "method_not_allowed");
+    assert!(
+        !reply.headers.contains_key("connection"),
+        "{:?}",
+        reply.headers
+    );
+    upstream.assert_nothing();
+}
