@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Number crunching for benches/load/run.sh (stdlib only).
+
+  analyze.py latency H2LOAD_LOG [SKIP_S]   -> "count non200 p50 p99 p999" (µs)
+  analyze.py metrics METRICS_TEXT          -> "outcome=count" per hookgate_requests_total outcome
+  analyze.py row PHASE TARGET RUN k=v...   -> one raw.tsv row, with rps, cpu_us, util derived
+  analyze.py half-median-rps RAW TARGET    -> half the median max req/s of TARGET (the fixed rate)
+  analyze.py report RAW                    -> the markdown results table
+"""
+
+import statistics
+import sys
+from collections import defaultdict
+
+
+def percentile(sorted_values, p):
+    """Nearest-rank percentile (p in 0..100) of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = -(-p * len(sorted_values) // 100)  # ceil
+    k = max(0, min(len(sorted_values) - 1, int(rank) - 1))
+    return sorted_values[k]
+
+
+def latency(path, skip_seconds="0"):
+    """Counts every request; percentiles over those that started at least
+    skip_seconds after the first one (connections are still opening before)."""
+    rows = []
+    non200 = 0
+    with open(path) as f:
+        for line in f:
+            cols = line.split("\t")
+            if len(cols) < 3:
+                continue
+            if cols[1] != "200":
+                non200 += 1
+            rows.append((int(cols[0]), int(cols[2])))
+    if not rows:
+        print(0, non200, "nan", "nan", "nan")
+        return
+    first = min(start for start, _ in rows)
+    cut = first + float(skip_seconds) * 1e6
+    lat = sorted(us for start, us in rows if start >= cut)
+    print(len(rows), non200, percentile(lat, 50), percentile(lat, 99), percentile(lat, 99.9))
+
+
+def metrics(path):
+    counts = defaultdict(float)
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("hookgate_requests_total{"):
+                continue
+            labels, value = line.rsplit(" ", 1)
+            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] += float(value)
+    for k, v in sorted(counts.items()):
+        print(f"{k}={int(v)}")
+
+
+def row(phase, target, run, *kvs):
+    v = dict(kv.split("=", 1) for kv in kvs)
+    req = int(v["requests"])
+    dur = int(v["duration_us"]) / 1e6
+    cpu = int(v["ticks"]) / int(v["hz"])
+    out = [phase, target, run,
+           f"rps={req / dur:.1f}", f"cpu_us={cpu * 1e6 / req:.2f}", f"util={cpu / dur:.3f}"]
+    out += [f"{k}={val}" for k, val in v.items() if k not in ("ticks", "hz", "duration_us")]
+    print(" ".join(out))
+
+
+def load(raw):
+    """{(phase, target): {key: [values in run order]}}"""
+    rows = defaultdict(lambda: defaultdict(list))
+    with open(raw) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 3 or line.startswith("#"):
+                continue
+            phase, target, _run = parts[:3]
+            for kv in parts[3:]:
+                k, v = kv.split("=", 1)
+                rows[(phase, target)][k].append(float(v))
+    return rows
+
+
+def half_median_rps(raw, target):
+    print(int(statistics.median(load(raw)[("max", target)]["rps"]) / 2))
+
+
+def med_spread(values, fmt="{:.0f}"):
+    """'median (min–max)' of a list."""
+    if not values:
+        return "–"
+    m = statistics.median(values)
+    return f"{fmt.format(m)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def report(raw):
+    rows = load(raw)
+    names = {
+        "a": "(a) upstream direct, plain HTTP",
+        "b": "(b) nginx, 1 worker, TLS 1.3",
+        "c": "(c) hookgate, TLS 1.3, full verification",
+    }
+    pct = "{:.0f}%"
+    out = []
+    out.append("Max throughput (wrk, closed loop). Cells: median (min–max) over runs.")
+    out.append("")
+    out.append("| | req/s | CPU-µs / req | SUT process CPU | SUT core busy | load core busy | peak RSS (MiB) |")
+    out.append("|---|---|---|---|---|---|---|")
+    for t in ("a", "b", "c"):
+        mx = rows[("max", t)]
+        out.append("| {} | {} | {} | {} | {} | {} | {:.1f} |".format(
+            names[t],
+            med_spread(mx["rps"]),
+            med_spread(mx["cpu_us"], "{:.1f}"),
+            med_spread([100 * u for u in mx["util"]], pct),
+            med_spread([100 * u for u in mx["sut_cpu_busy"]], pct),
+            med_spread([100 * u for u in mx["load_cpu_busy"]], pct),
+            max(mx["hwm_kib"] or [0]) / 1024,
+        ))
+    rate = rows[("fixed", "b")]["rate"]
+    out.append("")
+    out.append("Fixed rate (h2load --h1 --rps, {} req/s in total = 50% of nginx's median max); "
+               "latency in µs, first second of each run left out.".format(
+                   f"{rate[0]:.0f}" if rate else "?"))
+    out.append("")
+    out.append("| | achieved req/s | p50 | p99 | p99.9 | CPU-µs / req | SUT process CPU |")
+    out.append("|---|---|---|---|---|---|---|")
+    for t in ("a", "b", "c"):
+        fx = rows[("fixed", t)]
+        out.append("| {} | {} | {} | {} | {} | {} | {} |".format(
+            names[t],
+            med_spread(fx["rps"]),
+            med_spread(fx["p50"]),
+            med_spread(fx["p99"]),
+            med_spread(fx["p999"]),
+            med_spread(fx["cpu_us"], "{:.1f}"),
+            med_spread([100 * u for u in fx["util"]], pct),
+        ))
+    out.append("")
+    out.append("Ratios (c)/(b): per run (a run measures a, b, c back to back, so they share "
+               "its noise), then median (min–max) over runs.")
+    out.append("")
+
+    def paired(phase, key):
+        b = rows[(phase, "b")][key]
+        c = rows[(phase, "c")][key]
+        return [cv / bv for bv, cv in zip(b, c) if bv]
+
+    out.append("| (c)/(b) | ratio | hookgate wins when |")
+    out.append("|---|---|---|")
+    for label, phase, key, better in (
+        ("max throughput", "max", "rps", "≥ 1"),
+        ("CPU-µs / req at max", "max", "cpu_us", "≤ 1"),
+        ("p50 at fixed rate", "fixed", "p50", "≤ 1"),
+        ("p99 at fixed rate", "fixed", "p99", "≤ 1"),
+        ("p99.9 at fixed rate", "fixed", "p999", "≤ 1"),
+        ("CPU-µs / req at fixed rate", "fixed", "cpu_us", "≤ 1"),
+    ):
+        out.append(f"| {label} | {med_spread(paired(phase, key), '{:.2f}')} | {better} |")
+    hb = max(rows[("max", "b")]["hwm_kib"] or [0])
+    hc = max(rows[("max", "c")]["hwm_kib"] or [0])
+    if hb:
+        out.append(f"| peak RSS | {hc / hb:.2f} | ≤ 1 |")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {
+        "latency": latency,
+        "metrics": metrics,
+        "row": row,
+        "half-median-rps": half_median_rps,
+        "report": report,
+    }[cmd](*args)
