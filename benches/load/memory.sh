@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Memory and start-up, hookgate next to nginx (1 worker) with the same
+# certificate, upstream and body as benches/load/run.sh:
+#   - idle RSS right after start-up (ready, no traffic yet);
+#   - RSS with $HOLD (default 1000) keep-alive TLS 1.3 connections open,
+#     each having carried one signed 1 KiB POST (benches/load/clients.py hold);
+#   - hookgate's time from exec to GET /readyz = 200, median of $STARTS (20).
+#
+#   bash benches/load/memory.sh
+#
+# hookgate runs with header_read_timeout = "30s" here (default 5 s) so that
+# the first connections are still open when the last ones have been made.
+# Output: markdown on stdout and in $OUT/memory.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+HOLD=${HOLD:-1000}
+STARTS=${STARTS:-20}
+SUT_CPU=${SUT_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+UP_PORT=${UP_PORT:-18080}
+NGINX_PORT=${NGINX_PORT:-18443}
+HG_PORT=${HG_PORT:-18444}
+HG_ADMIN=${HG_ADMIN:-19901}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=${OUT:-$TARGET_DIR/bench-load/memory-$(date +%Y%m%d-%H%M%S)}
+HOOKGATE_BIN=${HOOKGATE_BIN:-$TARGET_DIR/release/hookgate}
+UPSTREAM_BIN=$TARGET_DIR/release/examples/bench_upstream
+
+log() { printf '[memory.sh] %s\n' "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+command -v taskset >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    timeout 300 apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Both ends of HOLD connections in this one process tree, plus slack.
+want_fds=$((2 * HOLD + 256))
+[ "$(ulimit -n)" -ge "$want_fds" ] || ulimit -n "$want_fds" || die "ulimit -n $want_fds refused"
+
+log "building the release binary and the bench upstream"
+timeout 900 cargo build --release --quiet --bin hookgate --example bench_upstream
+
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/hookgate-mem.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.3
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+printf 'whsec-load-benchmark-0123456789abcdef\n' > "$WORK/secret"
+python3 "$ROOT/benches/load/body.py" "$WORK/body.json" 1024
+SIG=$("$HOOKGATE_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")
+
+wait_http() {
+    for _ in $(seq 1 200); do
+        if curl -skf --max-time 1 -o /dev/null "$1"; then return 0; fi
+        sleep 0.05
+    done
+    die "$1 did not answer 200 within 10 s"
+}
+kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+
+taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$UP_PORT/count"
+
+cat > "$WORK/hookgate.toml" <<EOF
+[server]
+listen = "127.0.0.1:$HG_PORT"
+header_read_timeout = "30s"
+[server.tls]
+cert_file = "$WORK/cert.pem"
+key_file = "$WORK/key.pem"
+min_version = "1.3"
+[admin]
+listen = "127.0.0.1:$HG_ADMIN"
+[upstream]
+url = "http://127.0.0.1:$UP_PORT"
+[[routes]]
+name = "coolpopup"
+path = "/webhooks/coolpopup"
+secret_files = ["$WORK/secret"]
+EOF
+
+mkdir -p "$WORK/nginx-tmp"
+cat > "$WORK/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx-tmp/body;
+    proxy_temp_path $WORK/nginx-tmp/proxy;
+    fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
+    scgi_temp_path $WORK/nginx-tmp/scgi;
+    upstream app { server 127.0.0.1:$UP_PORT; keepalive 256; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl http2;
+        ssl_certificate $WORK/cert.pem;
+        ssl_certificate_key $WORK/key.pem;
+        ssl_protocols TLSv1.3;
+        location = /webhooks/coolpopup {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+
+# --- start-up time (nothing else of ours running on CPU $SUT_CPU) ------------
+log "start-up: $STARTS starts of hookgate, exec -> /readyz 200"
+STARTUP=$(timeout 300 python3 "$ROOT/benches/load/clients.py" startup "$STARTS" "$HG_ADMIN" -- \
+    taskset -c "$SUT_CPU" "$HOOKGATE_BIN" serve -c "$WORK/hookgate.toml")
+log "$STARTUP"
+
+# --- hookgate: idle, then HOLD connections -----------------------------------
+taskset -c "$SUT_CPU" "$HOOKGATE_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
+HG_PID=$!
+PIDS+=("$HG_PID")
+wait_http "http://127.0.0.1:$HG_ADMIN/readyz"
+sleep 1
+HG_IDLE=$(kib "$HG_PID" VmRSS)
+log "hookgate idle: VmRSS $HG_IDLE KiB, $(ls /proc/$HG_PID/task | wc -l) threads"
+HG_HOLD=$(timeout 120 taskset -c "$LOAD_CPU" python3 "$ROOT/benches/load/clients.py" hold "$HG_PORT" "$HOLD" "$WORK/body.json" "$SIG" "$HG_PID")
+log "hookgate, $HOLD connections: $HG_HOLD"
+kill "$HG_PID"; wait "$HG_PID" 2>/dev/null || true
+
+# --- nginx: idle, then HOLD connections --------------------------------------
+taskset -c "$SUT_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" > "$WORK/nginx.out" 2>&1 &
+NGINX_MASTER=$!
+PIDS+=("$NGINX_MASTER")
+for _ in $(seq 1 200); do
+    [ "$(curl -sk --max-time 1 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$NGINX_PORT/" || true)" = 404 ] && break
+    sleep 0.05
+done
+for _ in $(seq 1 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.05; done
+sleep 1
+NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -1)
+[ -n "$NGINX_WORKER" ] || die "nginx did not start: $(cat "$WORK/nginx-error.log")"
+NG_IDLE_W=$(kib "$NGINX_WORKER" VmRSS); NG_IDLE_M=$(kib "$NGINX_MASTER" VmRSS)
+log "nginx idle: worker $NG_IDLE_W KiB + master $NG_IDLE_M KiB"
+NG_HOLD=$(timeout 120 taskset -c "$LOAD_CPU" python3 "$ROOT/benches/load/clients.py" hold "$NGINX_PORT" "$HOLD" "$WORK/body.json" "$SIG" "$NGINX_WORKER" "$NGINX_MASTER")
+log "nginx, $HOLD connections: $NG_HOLD"
+
+field() { sed -nE "s/.*$1=([0-9.]+).*/\1/p" <<< "$2" | head -"${3:-1}" | tail -1; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+{
+    echo "## Memory and start-up, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "- hookgate $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- src Cargo.toml || echo '+dirty'); nginx $(nginx -v 2>&1 | cut -d/ -f2), 1 worker; both pinned to CPU $SUT_CPU; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- $HOLD connections: TLS 1.3, each carried one signed 1 KiB POST (200) and is held open; RSS read 0.5 s after the last answer"
+    echo
+    echo "| | idle RSS (MiB) | RSS with $HOLD connections (MiB) | per connection (KiB) |"
+    echo "|---|---|---|---|"
+    hg_hold_kib=$(field rss_kib "$HG_HOLD")
+    ng_w=$(field rss_kib "$NG_HOLD" 1); ng_m=$(field rss_kib "$NG_HOLD" 2)
+    echo "| hookgate | $(mib "$HG_IDLE") | $(mib "$hg_hold_kib") | $(( (hg_hold_kib - HG_IDLE) / HOLD )) |"
+    echo "| nginx (worker + master) | $(mib $((NG_IDLE_W + NG_IDLE_M))) | $(mib $((ng_w + ng_m))) | $(( (ng_w - NG_IDLE_W) / HOLD )) |"
+    echo
+    echo "hookgate start-up, exec → \`/readyz\` 200 (certificate and secret files read, both listeners bound): $STARTUP"
+} > "$OUT/memory.md"
+cat "$OUT/memory.md"
