@@ -101,14 +101,16 @@ def report(raw):
         "a": "(a) upstream direct, plain HTTP",
         "b": "(b) nginx, 1 worker, TLS 1.3",
         "c": "(c) hookgate, TLS 1.3, full verification",
+        "d": "(d) hookgate, candidate binary",
     }
+    targets = [t for t in ("a", "b", "c", "d") if rows[("max", t)]["rps"]]
     pct = "{:.0f}%"
     out = []
     out.append("Max throughput (wrk, closed loop). Cells: median (min–max) over runs.")
     out.append("")
     out.append("| | req/s | CPU-µs / req | SUT process CPU | SUT core busy | load core busy | peak RSS (MiB) |")
     out.append("|---|---|---|---|---|---|---|")
-    for t in ("a", "b", "c"):
+    for t in targets:
         mx = rows[("max", t)]
         out.append("| {} | {} | {} | {} | {} | {} | {:.1f} |".format(
             names[t],
@@ -127,8 +129,10 @@ def report(raw):
     out.append("")
     out.append("| | achieved req/s | p50 | p99 | p99.9 | CPU-µs / req | SUT process CPU |")
     out.append("|---|---|---|---|---|---|---|")
-    for t in ("a", "b", "c"):
+    for t in targets:
         fx = rows[("fixed", t)]
+        if not fx["rps"]:
+            continue
         out.append("| {} | {} | {} | {} | {} | {} | {} |".format(
             names[t],
             med_spread(fx["rps"]),
@@ -139,17 +143,18 @@ def report(raw):
             med_spread([100 * u for u in fx["util"]], pct),
         ))
     out.append("")
-    out.append("Ratios (c)/(b): per run (a run measures a, b, c back to back, so they share "
+    out.append("Ratios: per run (a run measures a, b, c back to back, so they share "
                "its noise), then median (min–max) over runs.")
     out.append("")
 
-    def paired(phase, key):
-        b = rows[(phase, "b")][key]
-        c = rows[(phase, "c")][key]
+    def paired(phase, key, num="c", den="b"):
+        b = rows[(phase, den)][key]
+        c = rows[(phase, num)][key]
         return [cv / bv for bv, cv in zip(b, c) if bv]
 
-    out.append("| (c)/(b) | ratio | hookgate wins when |")
-    out.append("|---|---|---|")
+    pairs = [("c", "b")] + ([("d", "b"), ("d", "c")] if "d" in targets else [])
+    out.append("| | " + " | ".join(f"({n})/({d})" for n, d in pairs) + " | hookgate wins when |")
+    out.append("|---" * (len(pairs) + 2) + "|")
     for label, phase, key, better in (
         ("max throughput", "max", "rps", "≥ 1"),
         ("CPU-µs / req at max", "max", "cpu_us", "≤ 1"),
@@ -158,11 +163,12 @@ def report(raw):
         ("p99.9 at fixed rate", "fixed", "p999", "≤ 1"),
         ("CPU-µs / req at fixed rate", "fixed", "cpu_us", "≤ 1"),
     ):
-        out.append(f"| {label} | {med_spread(paired(phase, key), '{:.2f}')} | {better} |")
-    hb = max(rows[("max", "b")]["hwm_kib"] or [0])
-    hc = max(rows[("max", "c")]["hwm_kib"] or [0])
-    if hb:
-        out.append(f"| peak RSS | {hc / hb:.2f} | ≤ 1 |")
+        cells = [med_spread(paired(phase, key, n, d), "{:.2f}") for n, d in pairs]
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {better} |")
+    hwm = {t: max(rows[("max", t)]["hwm_kib"] or [0]) for t in targets}
+    if hwm.get("b"):
+        cells = [f"{hwm[n] / hwm[d]:.2f}" for n, d in pairs]
+        out.append("| peak RSS | " + " | ".join(cells) + " | ≤ 1 |")
     print("\n".join(out))
 
 

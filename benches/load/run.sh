@@ -33,6 +33,8 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
 RUNS=${RUNS:-5}
+# "max" alone skips the fixed-rate phase (for quick screening).
+PHASES=${PHASES:-max fixed}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 SUT_CPU=${SUT_CPU:-0}
@@ -51,6 +53,10 @@ HG_ADMIN=${HG_ADMIN:-19901}
 OUT=${OUT:-${CARGO_TARGET_DIR:-$ROOT/target}/bench-load/$(date +%Y%m%d-%H%M%S)}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 HOOKGATE_BIN=${HOOKGATE_BIN:-$TARGET_DIR/release/hookgate}
+# Optional (d): a second hookgate binary (e.g. a candidate optimization),
+# measured in the same runs with the same config; reported against (c) and (b).
+ALT_BIN=${ALT_BIN:-}
+TARGETS="a b c"; [ -z "$ALT_BIN" ] || TARGETS="a b c d"
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
@@ -192,6 +198,16 @@ nice -n "$NICE" taskset -c "$SUT_CPU" "$HOOKGATE_BIN" serve -c "$WORK/hookgate.t
 HG_PID=$!
 PIDS+=("$HG_PID")
 wait_http "http://127.0.0.1:$HG_ADMIN/readyz"
+ALT_PID=
+ALT_PORT=$((HG_PORT + 2)); ALT_ADMIN=$((HG_ADMIN + 2))
+if [ -n "$ALT_BIN" ]; then
+    sed -e "s/:$HG_PORT\"/:$ALT_PORT\"/" -e "s/:$HG_ADMIN\"/:$ALT_ADMIN\"/" "$WORK/hookgate.toml" > "$WORK/alt.toml"
+    nice -n "$NICE" taskset -c "$SUT_CPU" "$ALT_BIN" serve -c "$WORK/alt.toml" > "$WORK/alt.log" 2>&1 &
+    ALT_PID=$!
+    PIDS+=("$ALT_PID")
+    wait_http "http://127.0.0.1:$ALT_ADMIN/readyz"
+fi
+ALT_URL="https://127.0.0.1:$ALT_PORT/webhooks/coolpopup"
 
 NGINX_URL="https://127.0.0.1:$NGINX_PORT/webhooks/coolpopup"
 HG_URL="https://127.0.0.1:$HG_PORT/webhooks/coolpopup"
@@ -201,7 +217,7 @@ NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -1)
 [ -n "$NGINX_WORKER" ] || die "nginx did not start: $(cat "$WORK/nginx-error.log")"
 
 # One signed request through each proxy must be a 200 before anything else.
-for url in "$NGINX_URL" "$HG_URL"; do
+for url in "$NGINX_URL" "$HG_URL" ${ALT_BIN:+"$ALT_URL"}; do
     code=$(curl -sk --max-time 5 -o "$WORK/sanity" -w '%{http_code}' --tlsv1.3 \
         -H 'content-type: application/json' -H "x-coolpopup-signature: $SIG" \
         --data-binary @"$WORK/body.json" "$url")
@@ -217,8 +233,8 @@ NGINX_TLS=$(tls_params "$NGINX_PORT")
 HG_TLS=$(tls_params "$HG_PORT")
 
 # --- measurement helpers ----------------------------------------------------
-sut_pids() { case $1 in a) echo "$UP_PID" ;; b) echo "$NGINX_MASTER $NGINX_WORKER" ;; c) echo "$HG_PID" ;; esac; }
-url_of() { case $1 in a) echo "$UP_URL" ;; b) echo "$NGINX_URL" ;; c) echo "$HG_URL" ;; esac; }
+sut_pids() { case $1 in a) echo "$UP_PID" ;; b) echo "$NGINX_MASTER $NGINX_WORKER" ;; c) echo "$HG_PID" ;; d) echo "$ALT_PID" ;; esac; }
+url_of() { case $1 in a) echo "$UP_URL" ;; b) echo "$NGINX_URL" ;; c) echo "$HG_URL" ;; d) echo "$ALT_URL" ;; esac; }
 cpu_ticks() { # sum of utime+stime (clock ticks) over PIDs
     local t=0 p
     for p in "$@"; do
@@ -231,7 +247,9 @@ CLK_TCK=$(getconf CLK_TCK)
 cpu_busy() { # "busy total" jiffies of CPU $1 from /proc/stat
     awk -v c="cpu$1" '$1==c {t=0; for (i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat
 }
-hg_outcomes() { curl -sf --max-time 2 "http://127.0.0.1:$HG_ADMIN/metrics" > "$WORK/metrics.txt"; python3 "$ROOT/benches/load/analyze.py" metrics "$WORK/metrics.txt"; }
+hg_outcomes() { # $1 target (c or d)
+    local admin=$HG_ADMIN; [ "$1" = d ] && admin=$ALT_ADMIN
+    curl -sf --max-time 2 "http://127.0.0.1:$admin/metrics" > "$WORK/metrics.txt"; python3 "$ROOT/benches/load/analyze.py" metrics "$WORK/metrics.txt"; }
 # 499 is nginx's record of a request whose client went away before the
 # answer (the load generator stopping mid-request), not a response sent.
 nginx_non200() { awk '$9 != 200 && $9 != 499' "$WORK/nginx-access.log" | wc -l; }
@@ -257,8 +275,8 @@ verify_run() {
             [ "$bad" = 0 ] || die "nginx answered $bad non-200 responses: $(awk '$9 != 200' "$WORK/nginx-access.log" | head -3)"
             [ "$(nginx_499)" -le "$CONNS" ] || die "nginx saw $(nginx_499) requests abandoned by the client"
             ;;
-        c)
-            hg_outcomes > "$WORK/outcomes.after"
+        c|d)
+            hg_outcomes "$t" > "$WORK/outcomes.after"
             local fwd_before fwd_after others
             fwd_before=$(awk -F= '$1=="forwarded"{print $2}' "$4"); fwd_before=${fwd_before:-0}
             fwd_after=$(awk -F= '$1=="forwarded"{print $2}' "$WORK/outcomes.after")
@@ -283,7 +301,7 @@ run_max() {
     local t=$1 run=$2 d=$3 pids url up_before t0 t1 out s0 s1 l0 l1
     pids=$(sut_pids "$t"); url=$(url_of "$t")
     up_before=$(upstream_count)
-    [ "$t" = c ] && hg_outcomes > "$WORK/outcomes.before"
+    case $t in c|d) hg_outcomes "$t" > "$WORK/outcomes.before" ;; esac
     : > "$WORK/nginx-access.log"
     t0=$(cpu_ticks $pids); s0=$(cpu_busy "$SUT_CPU"); l0=$(cpu_busy "$LOAD_CPU")
     out=$(timeout $((d + 30)) nice -n "$NICE" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${d}s" -s "$WORK/post.lua" "$url")
@@ -315,7 +333,7 @@ run_fixed() {
     pids=$(sut_pids "$t"); url=$(url_of "$t")
     per_conn=$(python3 -c "print(f'{$RATE / $CONNS:.3f}')")
     up_before=$(upstream_count)
-    [ "$t" = c ] && hg_outcomes > "$WORK/outcomes.before"
+    case $t in c|d) hg_outcomes "$t" > "$WORK/outcomes.before" ;; esac
     : > "$WORK/nginx-access.log"
     rm -f "$WORK/lat.tsv"
     t0=$(cpu_ticks $pids); s0=$(cpu_busy "$SUT_CPU"); l0=$(cpu_busy "$LOAD_CPU")
@@ -342,13 +360,15 @@ run_fixed() {
 }
 
 log "warm-up (not recorded)"
-for t in a b c; do run_max "$t" warm 2; done
+for t in $TARGETS; do run_max "$t" warm 2; done
 
 log "phase 1: max throughput, $RUNS x ${DURATION}s per target, interleaved"
-for run in $(seq 1 "$RUNS"); do for t in a b c; do run_max "$t" "$run" "$DURATION"; done; done
+for run in $(seq 1 "$RUNS"); do for t in $TARGETS; do run_max "$t" "$run" "$DURATION"; done; done
 RATE=$(python3 "$ROOT/benches/load/analyze.py" half-median-rps "$RAW" b)
-log "phase 2: fixed rate $RATE req/s (50% of nginx's median max), $RUNS x ${DURATION}s per target"
-for run in $(seq 1 "$RUNS"); do for t in a b c; do run_fixed "$t" "$run"; done; done
+if [[ " $PHASES " == *" fixed "* ]]; then
+    log "phase 2: fixed rate $RATE req/s (50% of nginx's median max), $RUNS x ${DURATION}s per target"
+    for run in $(seq 1 "$RUNS"); do for t in $TARGETS; do run_fixed "$t" "$run"; done; done
+fi
 
 # --- report -----------------------------------------------------------------
 {
@@ -360,6 +380,7 @@ for run in $(seq 1 "$RUNS"); do for t in a b c; do run_fixed "$t" "$run"; done; 
     echo "- hookgate: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- src Cargo.toml || echo '+dirty'), $(ls /proc/"$HG_PID"/task | wc -l) threads; nginx $(nginx -v 2>&1 | cut -d/ -f2), 1 worker"
     echo "- TLS nginx: $NGINX_TLS"
     echo "- TLS hookgate: $HG_TLS"
+    [ -z "$ALT_BIN" ] || echo "- (d): $ALT_BIN, $(ls /proc/"$ALT_PID"/task | wc -l) threads"
     echo
     python3 "$ROOT/benches/load/analyze.py" report "$RAW"
 } > "$OUT/report.md"
