@@ -135,10 +135,7 @@ fn serve(path: Option<&Path>) -> ExitCode {
         );
         tracing::debug!(cert = %pem, "development certificate");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(loaded.config.server.worker_threads).build() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
@@ -172,6 +169,25 @@ fn serve(path: Option<&Path>) -> ExitCode {
         sighup.abort();
         ExitCode::SUCCESS
     })
+}
+
+/// The runtime for `server.worker_threads` (0: one per CPU this process may
+/// use). One thread gets the single-threaded scheduler: connections then run
+/// on the thread that polls the sockets, with no hand-off between threads.
+fn runtime(worker_threads: usize) -> tokio::runtime::Builder {
+    let workers = match worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder.enable_all();
+    builder
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (before the listener is

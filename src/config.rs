@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// At most this many client connections at once; more wait in the kernel backlog.
     pub max_connections: usize,
+    /// Threads that run connections: 0 = one per CPU this process may use
+    /// (CPU affinity and cgroup quota respected). With one, everything runs
+    /// on a single-threaded runtime, which saves the hand-offs between threads.
+    pub worker_threads: usize,
     /// After SIGTERM: keep serving this long (while /readyz says 503) before closing the listener.
     #[serde(with = "humantime_serde")]
     pub drain_delay: Duration,
@@ -94,6 +98,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            worker_threads: 0,
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(20),
             trusted_proxies: Vec::new(),

@@ -668,6 +668,28 @@ async fn send_signs_and_posts_through_a_served_sidecar_which_stops_on_sigterm() 
 }
 
 #[tokio::test]
+async fn serve_on_a_single_threaded_runtime_forwards_and_stops_on_sigterm() {
+    let m = Material::new();
+    let upstream = Upstream::start().await;
+    let served = Served::start(&m, &upstream.url(), "worker_threads = 1").await;
+    let mut cmd = send_cmd(&served, &m.secret);
+    cmd.arg("--cacert").arg(&m.tls.cert);
+    let ran = run_async(cmd).await;
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert_eq!(
+        upstream.only_one().all("x-webhook-event"),
+        ["popup.converted"]
+    );
+    served.terminate().await;
+}
+
+#[tokio::test]
 async fn send_refuses_an_untrusted_certificate() {
     let m = Material::new();
     let upstream = Upstream::start().await;
