@@ -25,7 +25,7 @@ HG_PORT=${HG_PORT:-18444}
 HG_ADMIN=${HG_ADMIN:-19901}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$TARGET_DIR/bench-load/memory-$(date +%Y%m%d-%H%M%S)}
-HOOKGATE_BIN=${HOOKGATE_BIN:-$TARGET_DIR/release/hookgate}
+HG_BIN=${HG_BIN:-$TARGET_DIR/release/hookgate}
 UPSTREAM_BIN=$TARGET_DIR/release/examples/bench_upstream
 
 log() { printf '[memory.sh] %s\n' "$*" >&2; }
@@ -65,7 +65,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
 printf 'whsec-load-benchmark-0123456789abcdef\n' > "$WORK/secret"
 python3 "$ROOT/benches/load/body.py" "$WORK/body.json" 1024
-SIG=$("$HOOKGATE_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")
+SIG=$("$HG_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")
 
 wait_http() {
     for _ in $(seq 1 200); do
@@ -130,11 +130,11 @@ EOF
 # --- start-up time (nothing else of ours running on CPU $SUT_CPU) ------------
 log "start-up: $STARTS starts of hookgate, exec -> /readyz 200"
 STARTUP=$(timeout 300 python3 "$ROOT/benches/load/clients.py" startup "$STARTS" "$HG_ADMIN" -- \
-    taskset -c "$SUT_CPU" "$HOOKGATE_BIN" serve -c "$WORK/hookgate.toml")
+    taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hookgate.toml")
 log "$STARTUP"
 
 # --- hookgate: idle, then HOLD connections -----------------------------------
-taskset -c "$SUT_CPU" "$HOOKGATE_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
+taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
 HG_PID=$!
 PIDS+=("$HG_PID")
 wait_http "http://127.0.0.1:$HG_ADMIN/readyz"

@@ -52,7 +52,8 @@ HG_PORT=${HG_PORT:-18444}
 HG_ADMIN=${HG_ADMIN:-19901}
 OUT=${OUT:-${CARGO_TARGET_DIR:-$ROOT/target}/bench-load/$(date +%Y%m%d-%H%M%S)}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-HOOKGATE_BIN=${HOOKGATE_BIN:-$TARGET_DIR/release/hookgate}
+# (Not HOOKGATE_*: hookgate reads every HOOKGATE_* variable as a config key.)
+HG_BIN=${HG_BIN:-$TARGET_DIR/release/hookgate}
 # Optional (d): a second hookgate binary (e.g. a candidate optimization),
 # measured in the same runs with the same config; reported against (c) and (b).
 ALT_BIN=${ALT_BIN:-}
@@ -99,7 +100,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
 printf 'whsec-load-benchmark-0123456789abcdef\n' > "$WORK/secret"
 python3 "$ROOT/benches/load/body.py" "$WORK/body.json" 1024
-SIG=$("$HOOKGATE_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")
+SIG=$("$HG_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")
 
 cat > "$WORK/post.lua" <<EOF
 wrk.method = "POST"
@@ -120,12 +121,12 @@ nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$
 UP_PID=$!
 PIDS+=("$UP_PID")
 
-wait_http() { # URL: bounded wait for a 200
+wait_http() { # URL [LOG]: bounded wait for a 200
     for _ in $(seq 1 200); do
         if curl -skf --max-time 1 -o /dev/null "$1"; then return 0; fi
         sleep 0.05
     done
-    die "$1 did not answer 200 within 10 s"
+    die "$1 did not answer 200 within 10 s${2:+: $(tail -5 "$2" | tr "\n" " ")}"
 }
 wait_http "http://127.0.0.1:$UP_PORT/count"
 upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
@@ -194,10 +195,10 @@ name = "coolpopup"
 path = "/webhooks/coolpopup"
 secret_files = ["$WORK/secret"]
 EOF
-nice -n "$NICE" taskset -c "$SUT_CPU" "$HOOKGATE_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
+nice -n "$NICE" taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
 HG_PID=$!
 PIDS+=("$HG_PID")
-wait_http "http://127.0.0.1:$HG_ADMIN/readyz"
+wait_http "http://127.0.0.1:$HG_ADMIN/readyz" "$WORK/hookgate.log"
 ALT_PID=
 ALT_PORT=$((HG_PORT + 2)); ALT_ADMIN=$((HG_ADMIN + 2))
 if [ -n "$ALT_BIN" ]; then
@@ -205,7 +206,7 @@ if [ -n "$ALT_BIN" ]; then
     nice -n "$NICE" taskset -c "$SUT_CPU" "$ALT_BIN" serve -c "$WORK/alt.toml" > "$WORK/alt.log" 2>&1 &
     ALT_PID=$!
     PIDS+=("$ALT_PID")
-    wait_http "http://127.0.0.1:$ALT_ADMIN/readyz"
+    wait_http "http://127.0.0.1:$ALT_ADMIN/readyz" "$WORK/alt.log"
 fi
 ALT_URL="https://127.0.0.1:$ALT_PORT/webhooks/coolpopup"
 
