@@ -206,7 +206,7 @@ impl<'de, H: Entries<'de>> Visitor<'de> for Walk<'_, H> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut seen = KeySet::default();
         while let Some(Key(key)) = map.next_key()? {
-            if !seen.insert(&key) {
+            if !seen.insert(key.clone()) {
                 return Err(de::Error::custom("duplicate key in object"));
             }
             self.handler.entry(key, &mut map)?;
@@ -241,24 +241,26 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
 }
 
 /// The keys of one object, to find duplicates. Objects in webhooks are
-/// small: a linear scan up to a few dozen keys, a hash set beyond.
+/// small: a linear scan up to a few dozen keys, a hash set beyond. Keys
+/// without escapes are borrowed from the body, so remembering one costs no
+/// allocation (a clone of a borrowed `Cow` copies a pointer).
 #[derive(Default)]
-struct KeySet {
-    small: Vec<String>,
-    large: Option<std::collections::HashSet<String>>,
+struct KeySet<'de> {
+    small: Vec<Cow<'de, str>>,
+    large: Option<std::collections::HashSet<Cow<'de, str>>>,
 }
 
-impl KeySet {
+impl<'de> KeySet<'de> {
     const SMALL: usize = 32;
 
-    fn insert(&mut self, key: &str) -> bool {
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
         if let Some(set) = &mut self.large {
-            return set.insert(key.to_owned());
+            return set.insert(key);
         }
-        if self.small.iter().any(|k| k == key) {
+        if self.small.contains(&key) {
             return false;
         }
-        self.small.push(key.to_owned());
+        self.small.push(key);
         if self.small.len() > Self::SMALL {
             self.large = Some(self.small.drain(..).collect());
         }
