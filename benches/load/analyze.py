@@ -101,7 +101,7 @@ def report(raw):
         "a": "(a) upstream direct, plain HTTP",
         "b": "(b) nginx, 1 worker, TLS 1.3",
         "c": "(c) hookgate, TLS 1.3, full verification",
-        "d": "(d) hookgate, candidate binary",
+        "d": "(d) hookgate, second binary (ALT_BIN)",
     }
     targets = [t for t in ("a", "b", "c", "d") if rows[("max", t)]["rps"]]
     pct = "{:.0f}%"
