@@ -114,7 +114,8 @@ class App:
 
     def __init__(self, port):
         self.port = port
-        self.mode = "ok"  # ok | slow | abort
+        self.mode = "ok"  # ok | slow (6 s) | delay (1 s) | abort
+        self.active = 0   # requests being handled now
         self.lock = threading.Lock()
         self.received = Counter()       # attempt id -> times received
         self.answered_ok = Counter()    # attempt id -> times answered 200
@@ -153,13 +154,21 @@ class App:
                     app.received[attempt] += 1
                     app.events[event] += 1
                     mode = app.mode
+                    app.active += 1
+                try:
+                    self.answer(mode, attempt)
+                finally:
+                    with app.lock:
+                        app.active -= 1
+
+            def answer(self, mode, attempt):
                 if mode == "abort":
                     # Read the request, then die without answering.
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                if mode == "slow":
-                    time.sleep(6)
+                if mode in ("slow", "delay"):
+                    time.sleep(6 if mode == "slow" else 1)
                 payload = b'{"ok":true}'
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -248,7 +257,7 @@ class Provider:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.phase = "warm-up"
-        self.attempts = []       # (phase, event, attempt, status or error, seconds)
+        self.attempts = []       # (phase, event, attempt, status or error, seconds, started)
         self.delivered = {}      # event -> attempt that got 200
         self.in_flight = Counter()  # secret -> attempts in flight signed with it
         self.workers = []
@@ -289,7 +298,7 @@ class Provider:
                 self.in_flight[secret] -= 1
         took = time.monotonic() - started
         with self.lock:
-            self.attempts.append((phase, event, attempt_id, outcome, took))
+            self.attempts.append((phase, event, attempt_id, outcome, took, started))
         return outcome
 
     def worker(self, n):
@@ -437,7 +446,14 @@ secret_files = ["{s1}", "{s2}"]
         rss["end (1st process)"] = rss_kib(hg.proc.pid)
 
         phase("sigterm")
+        # Make sure requests are in flight (held 1 s at the app) when SIGTERM lands.
+        app.mode = "delay"
+        deadline = time.time() + 5
+        while app.active == 0 and time.time() < deadline:
+            time.sleep(0.005)
+        sigterm_at = time.monotonic()
         hg.proc.send_signal(signal.SIGTERM)
+        app.mode = "ok"
         try:
             code = hg.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -484,6 +500,10 @@ secret_files = ["{s1}", "{s2}"]
               not unexplained, str(unexplained[:5]))
         slow = [(a[0], a[3], round(a[4], 2)) for a in attempts if a[4] > DEADLINE]
         check(f"no attempt took longer than {DEADLINE:.0f} s", not slow, str(slow[:5]))
+        in_flight = [a for a in attempts if a[5] < sigterm_at < a[5] + a[4]]
+        check("requests in flight at SIGTERM were answered 200",
+              in_flight and all(a[3] == 200 for a in in_flight),
+              f"{len(in_flight)} in flight: {Counter(a[3] for a in in_flight)}")
         in_phase = lambda p, s: sum(1 for a in attempts if a[0] == p and a[3] == s)
         check("upstream-slow gave 504", in_phase("upstream-slow", 504) > 0)
         check("upstream-abort gave 502", in_phase("upstream-abort", 502) > 0)
@@ -511,12 +531,15 @@ secret_files = ["{s1}", "{s2}"]
             other = sum(v for k, v in c.items() if not isinstance(k, str) and k not in (200, 502, 504))
             print(f"{p:<16} {len(rows):>8} {c[200]:>6} {c[502]:>5} {c[504]:>5} {conn_err:>8} {other:>6} "
                   f"{max(a[4] for a in rows):>6.2f}")
+        errors = Counter((a[0], a[3]) for a in attempts if isinstance(a[3], str))
+        if errors:
+            print("connection errors: " + ", ".join(f"{p}: {n} x {e}" for (p, e), n in sorted(errors.items())))
         print(f"events: {len(by_event)}, delivered: {len(provider.delivered)}, "
               f"attempts: {len(attempts)}, received by the app: {sum(app.received.values())}")
         print("RSS (KiB): " + ", ".join(f"{k} {v}" for k, v in rss.items()))
         print()
         for name, ok, detail in checks:
-            print(f"{'PASS' if ok else 'FAIL'}  {name}" + (f"  [{detail}]" if detail and not ok else ""))
+            print(f"{'PASS' if ok else 'FAIL'}  {name}" + (f"  [{detail}]" if detail else ""))
         failed = sum(1 for c in checks if not c[1])
         print(f"\n{len(checks) - failed} passed, {failed} failed")
         hg.proc.send_signal(signal.SIGTERM)
