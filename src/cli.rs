@@ -13,7 +13,7 @@ use http_body_util::Full;
 use crate::client::{self, Trust};
 use crate::config::ConfigErrors;
 use crate::secret::Secret;
-use crate::state::{self, Loaded};
+use crate::state::{self, Loaded, SecretSource};
 use crate::{Hookgate, Listeners, signature, telemetry};
 
 /// EX_CONFIG from sysexits.h.
@@ -253,10 +253,9 @@ fn check(path: Option<&Path>) -> ExitCode {
 }
 
 fn read_secret(path: &Path) -> Result<Secret, String> {
-    let raw = std::fs::read(path)
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
-    Secret::new(&raw, path.display().to_string())
-        .map_err(|e| format!("secret file {}: {e}", path.display()))
+    SecretSource::File(path.to_owned())
+        .read()
+        .map(|(secret, _digest)| secret)
 }
 
 fn read_body(path: Option<&Path>) -> Result<Vec<u8>, String> {

@@ -446,11 +446,11 @@ where
     let trusted = app.is_trusted(peer);
     // Plain HTTP is only for a trusted proxy that terminated TLS itself.
     let secure = app.tls || (trusted && forwarded_proto_is_https(&parts.headers));
+    let route = app.routes.find(parts.uri.path()).cloned();
     if !secure {
-        let route = app.routes.find(parts.uri.path()).cloned();
         return early(route, Rejection::HttpsRequired, body);
     }
-    let Some(route) = app.routes.find(parts.uri.path()).cloned() else {
+    let Some(route) = route else {
         return early(None, Rejection::NotFound, body);
     };
     // A shadow route still enforces what protects hookgate itself (method,
