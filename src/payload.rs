@@ -9,7 +9,9 @@
 //! leak into an error body or a log line.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::BuildHasher;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -84,9 +86,16 @@ pub enum PayloadError {
 
 /// Parses and checks a body against the schema.
 pub fn validate(body: &[u8]) -> Result<Event<'_>, PayloadError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // One UTF-8 check of the whole body is much cheaper than serde_json's
+    // check of each string on its own, and accepts the same bodies: outside
+    // strings any non-ASCII byte is a syntax error anyway.
+    let text = std::str::from_utf8(body).map_err(|e| {
+        PayloadError::InvalidJson(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+    })?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let mut top = TopLevel::default();
-    let shape = Walk { handler: &mut top }
+    let mut keys = Keys::with_capacity(64);
+    let shape = Walk::new(&mut top, &mut keys)
         .deserialize(&mut de)
         .and_then(|shape| de.end().map(|()| shape))
         .map_err(|e| PayloadError::InvalidJson(json_error_message(&e)))?;
@@ -128,13 +137,26 @@ impl Shape<'_> {
 /// Receives the entries of an object, each exactly once, and must consume
 /// the value with `map.next_value_seed`.
 trait Entries<'de> {
-    fn entry<A: MapAccess<'de>>(&mut self, key: Cow<'de, str>, map: &mut A)
-    -> Result<(), A::Error>;
+    fn entry<A: MapAccess<'de>>(
+        &mut self,
+        key: Cow<'de, str>,
+        map: &mut A,
+        keys: &mut Keys<'de>,
+    ) -> Result<(), A::Error>;
 }
 
 /// Walks any JSON value; objects are handed entry by entry to `handler`.
-struct Walk<'h, H> {
+/// `keys` is the stack of the keys seen in the objects being walked, shared
+/// by all depths so one request makes one allocation for it.
+struct Walk<'h, 'de, H> {
     handler: &'h mut H,
+    keys: &'h mut Keys<'de>,
+}
+
+impl<'h, 'de, H> Walk<'h, 'de, H> {
+    fn new(handler: &'h mut H, keys: &'h mut Keys<'de>) -> Self {
+        Self { handler, keys }
+    }
 }
 
 /// Walks and discards (still checking duplicates and UTF-8 below it).
@@ -145,15 +167,13 @@ impl<'de> Entries<'de> for Ignore {
         &mut self,
         _key: Cow<'de, str>,
         map: &mut A,
+        keys: &mut Keys<'de>,
     ) -> Result<(), A::Error> {
-        map.next_value_seed(Walk {
-            handler: &mut Ignore,
-        })
-        .map(drop)
+        map.next_value_seed(Walk::new(&mut Ignore, keys)).map(drop)
     }
 }
 
-impl<'de, H: Entries<'de>> DeserializeSeed<'de> for Walk<'_, H> {
+impl<'de, H: Entries<'de>> DeserializeSeed<'de> for Walk<'_, 'de, H> {
     type Value = Shape<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -161,7 +181,7 @@ impl<'de, H: Entries<'de>> DeserializeSeed<'de> for Walk<'_, H> {
     }
 }
 
-impl<'de, H: Entries<'de>> Visitor<'de> for Walk<'_, H> {
+impl<'de, H: Entries<'de>> Visitor<'de> for Walk<'_, 'de, H> {
     type Value = Shape<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -195,22 +215,22 @@ impl<'de, H: Entries<'de>> Visitor<'de> for Walk<'_, H> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut scalars_only = true;
-        while let Some(item) = seq.next_element_seed(Walk {
-            handler: &mut Ignore,
-        })? {
+        while let Some(item) = seq.next_element_seed(Walk::new(&mut Ignore, self.keys))? {
             scalars_only &= item.is_scalar();
         }
         Ok(Shape::Array { scalars_only })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = KeySet::default();
+        let base = self.keys.len();
+        let mut large = None;
         while let Some(Key(key)) = map.next_key()? {
-            if !seen.insert(key.clone()) {
+            if !insert_key(self.keys, base, &mut large, key.clone()) {
                 return Err(de::Error::custom("duplicate key in object"));
             }
-            self.handler.entry(key, &mut map)?;
+            self.handler.entry(key, &mut map, self.keys)?;
         }
+        self.keys.truncate(base);
         Ok(Shape::Object)
     }
 }
@@ -240,32 +260,42 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// The keys of one object, to find duplicates. Objects in webhooks are
-/// small: a linear scan up to a few dozen keys, a hash set beyond. Keys
-/// without escapes are borrowed from the body, so remembering one costs no
-/// allocation (a clone of a borrowed `Cow` copies a pointer).
-#[derive(Default)]
-struct KeySet<'de> {
-    small: Vec<Cow<'de, str>>,
-    large: Option<std::collections::HashSet<Cow<'de, str>>>,
-}
+/// The keys of the objects being walked, innermost last, each with a
+/// fixed-seed 64-bit hash so finding a duplicate compares integers and only
+/// calls `memcmp` on a hash match. Keys without escapes are borrowed from
+/// the body, so remembering one costs no allocation.
+type Keys<'de> = Vec<(u64, Cow<'de, str>)>;
 
-impl<'de> KeySet<'de> {
-    const SMALL: usize = 32;
+/// A set for the keys of one object with more than [`SMALL_OBJECT`] keys,
+/// seeded per process so keys chosen to collide cannot make it quadratic.
+type LargeKeys<'de> = HashSet<Cow<'de, str>, foldhash::fast::RandomState>;
 
-    fn insert(&mut self, key: Cow<'de, str>) -> bool {
-        if let Some(set) = &mut self.large {
-            return set.insert(key);
-        }
-        if self.small.contains(&key) {
-            return false;
-        }
-        self.small.push(key);
-        if self.small.len() > Self::SMALL {
-            self.large = Some(self.small.drain(..).collect());
-        }
-        true
+/// Up to this many keys an object's keys are scanned linearly.
+const SMALL_OBJECT: usize = 32;
+
+/// Records `key` for the object whose keys start at `keys[base]`; false if
+/// that object already has it.
+fn insert_key<'de>(
+    keys: &mut Keys<'de>,
+    base: usize,
+    large: &mut Option<LargeKeys<'de>>,
+    key: Cow<'de, str>,
+) -> bool {
+    if let Some(set) = large {
+        return set.insert(key);
     }
+    let hash = foldhash::fast::FixedState::default().hash_one(key.as_ref());
+    if keys[base..].iter().any(|(h, k)| *h == hash && *k == key) {
+        return false;
+    }
+    if keys.len() - base < SMALL_OBJECT {
+        keys.push((hash, key));
+    } else {
+        let mut set: LargeKeys<'de> = keys.drain(base..).map(|(_, k)| k).collect();
+        set.insert(key);
+        *large = Some(set);
+    }
+    true
 }
 
 /// The top-level object's known fields, as walked.
@@ -284,6 +314,7 @@ impl<'de> Entries<'de> for TopLevel<'de> {
         &mut self,
         key: Cow<'de, str>,
         map: &mut A,
+        keys: &mut Keys<'de>,
     ) -> Result<(), A::Error> {
         let slot = match key.as_ref() {
             "event" => &mut self.event,
@@ -293,23 +324,15 @@ impl<'de> Entries<'de> for TopLevel<'de> {
             "page_url" => &mut self.page_url,
             "visitor" => {
                 let mut visitor = VisitorObject::default();
-                let shape = map.next_value_seed(Walk {
-                    handler: &mut visitor,
-                })?;
+                let shape = map.next_value_seed(Walk::new(&mut visitor, keys))?;
                 self.visitor = Some((shape, visitor));
                 return Ok(());
             }
             _ => {
-                return map
-                    .next_value_seed(Walk {
-                        handler: &mut Ignore,
-                    })
-                    .map(drop);
+                return map.next_value_seed(Walk::new(&mut Ignore, keys)).map(drop);
             }
         };
-        *slot = Some(map.next_value_seed(Walk {
-            handler: &mut Ignore,
-        })?);
+        *slot = Some(map.next_value_seed(Walk::new(&mut Ignore, keys))?);
         Ok(())
     }
 }
@@ -326,24 +349,17 @@ impl<'de> Entries<'de> for VisitorObject<'de> {
         &mut self,
         key: Cow<'de, str>,
         map: &mut A,
+        keys: &mut Keys<'de>,
     ) -> Result<(), A::Error> {
         match key.as_ref() {
-            "email" => {
-                self.email = Some(map.next_value_seed(Walk {
-                    handler: &mut Ignore,
-                })?)
-            }
+            "email" => self.email = Some(map.next_value_seed(Walk::new(&mut Ignore, keys))?),
             "fields" => {
                 let mut fields = Fields::default();
-                let shape = map.next_value_seed(Walk {
-                    handler: &mut fields,
-                })?;
+                let shape = map.next_value_seed(Walk::new(&mut fields, keys))?;
                 self.fields = Some((shape, fields));
             }
             _ => map
-                .next_value_seed(Walk {
-                    handler: &mut Ignore,
-                })
+                .next_value_seed(Walk::new(&mut Ignore, keys))
                 .map(drop)?,
         }
         Ok(())
@@ -361,10 +377,9 @@ impl<'de> Entries<'de> for Fields {
         &mut self,
         key: Cow<'de, str>,
         map: &mut A,
+        keys: &mut Keys<'de>,
     ) -> Result<(), A::Error> {
-        let value = map.next_value_seed(Walk {
-            handler: &mut Ignore,
-        })?;
+        let value = map.next_value_seed(Walk::new(&mut Ignore, keys))?;
         let ok = value.is_scalar() || matches!(value, Shape::Array { scalars_only: true });
         if !ok {
             self.bad
@@ -522,9 +537,10 @@ fn is_web_url(s: &str) -> bool {
 /// RFC 5322-ish address (the `email_address` crate) whose domain has a dot:
 /// `jane@example.com`, not `jane@localhost` or `jane`.
 fn is_plausible_email(s: &str) -> bool {
-    s.len() <= 254
-        && email_address::EmailAddress::parse_with_options(s, email_address::Options::default())
-            .is_ok_and(|e| e.domain().contains('.') && !e.domain().starts_with('['))
+    let options = email_address::Options::default()
+        .with_required_tld()
+        .without_domain_literal();
+    s.len() <= 254 && email_address::EmailAddress::parse_with_options(s, options).is_ok()
 }
 
 #[cfg(test)]
@@ -658,6 +674,29 @@ mod tests {
         }
         many.push_str("\"k42\":0}");
         assert!(is_invalid_json(many.as_bytes()));
+    }
+
+    /// The keys of nested objects share one stack: a key is a duplicate only
+    /// within its own object, before and after a nested object, small or large.
+    #[test]
+    fn duplicate_keys_are_per_object() {
+        let ok = |body: &str| !is_invalid_json(body.as_bytes());
+        assert!(ok(r#"{"a":{"b":1},"b":2,"c":{"a":1,"b":[{"a":1}]}}"#));
+        assert!(is_invalid_json(br#"{"b":1,"a":{"c":1},"b":2}"#));
+        assert!(is_invalid_json(
+            br#"{"a":{"c":1},"b":{"c":1,"d":{},"c":2}}"#
+        ));
+        let large = |extra: &str| {
+            let keys: Vec<String> = (0..40)
+                .map(|i| format!("\"k{i}\":{{\"k{i}\":1}}"))
+                .collect();
+            format!("{{\"x\":1,{},{extra}\"y\":1}}", keys.join(","))
+        };
+        assert!(ok(&large("")));
+        assert!(ok(&large(r#""z":{"x":1,"y":1},"#)));
+        assert!(is_invalid_json(large(r#""x":2,"#).as_bytes()));
+        assert!(is_invalid_json(large(r#""k39":2,"#).as_bytes()));
+        assert!(is_invalid_json(large(r#""k7":2,"#).as_bytes()));
     }
 
     #[test]
