@@ -108,6 +108,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
+    telemetry::flush();
     let _ = writeln!(std::io::stderr(), "hookgate: {message}");
     ExitCode::FAILURE
 }
@@ -139,7 +140,7 @@ fn serve(path: Option<&Path>) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let listeners = match Listeners::bind(&loaded.config).await {
             Ok(l) => l,
             Err(e) => return fail(e),
@@ -168,7 +169,10 @@ fn serve(path: Option<&Path>) -> ExitCode {
         hookgate.run(listeners, shutdown).await;
         sighup.abort();
         ExitCode::SUCCESS
-    })
+    });
+    drop(runtime);
+    telemetry::flush();
+    code
 }
 
 /// The runtime for `server.worker_threads` (0: one per CPU this process may
@@ -186,7 +190,9 @@ fn runtime(worker_threads: usize) -> tokio::runtime::Builder {
         b.worker_threads(workers);
         b
     };
-    builder.enable_all();
+    // With `log.flush = "idle"`: a thread with nothing left to do writes
+    // the lines logged while it was busy.
+    builder.enable_all().on_thread_park(telemetry::flush);
     builder
 }
 

@@ -192,6 +192,10 @@ pub struct LogConfig {
     pub format: String,
     /// A tracing filter: "info", "debug", "hookgate=debug,info", ...
     pub level: String,
+    /// When lines reach stdout: "idle" (gathered while the runtime is busy,
+    /// written when it has nothing else to do, before exit and on a panic) or
+    /// "line" (one `write` per line, as it is logged).
+    pub flush: String,
 }
 
 impl Default for LogConfig {
@@ -199,6 +203,7 @@ impl Default for LogConfig {
         Self {
             format: "json".to_owned(),
             level: "info".to_owned(),
+            flush: "idle".to_owned(),
         }
     }
 }
@@ -452,6 +457,12 @@ impl Config {
             p.push(Problem::new(
                 "log.format",
                 format!("must be \"json\" or \"pretty\", not {:?}", self.log.format),
+            ));
+        }
+        if !matches!(self.log.flush.as_str(), "idle" | "line") {
+            p.push(Problem::new(
+                "log.flush",
+                format!("must be \"idle\" or \"line\", not {:?}", self.log.flush),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

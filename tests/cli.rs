@@ -689,6 +689,48 @@ async fn serve_on_a_single_threaded_runtime_forwards_and_stops_on_sigterm() {
     served.terminate().await;
 }
 
+/// `log.flush = "idle"` (the default): a request's log line reaches stdout
+/// while the server runs, once it has nothing else to do, and every line
+/// is written by the time the process has exited after SIGTERM.
+#[tokio::test]
+async fn request_log_lines_are_written_when_idle_and_all_by_exit() {
+    let m = Material::new();
+    let upstream = Upstream::start().await;
+    let served = Served::start(&m, &upstream.url(), "worker_threads = 1").await;
+    let requests = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("request_id") && l.contains("forwarded"))
+            .count()
+    };
+    let mut cmd = send_cmd(&served, &m.secret);
+    cmd.arg("--cacert").arg(&m.tls.cert);
+    assert_eq!(run_async(cmd).await.code, Some(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while requests(&served.log()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no request line within 10 s of the answer:\n{}",
+            served.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sends: Vec<_> = (0..8)
+        .map(|_| {
+            let mut cmd = send_cmd(&served, &m.secret);
+            cmd.arg("--cacert").arg(&m.tls.cert);
+            tokio::spawn(run_async(cmd))
+        })
+        .collect();
+    for send in sends {
+        assert_eq!(send.await.unwrap().code, Some(0));
+    }
+    let log = served.log.clone();
+    served.terminate().await;
+    let log = std::fs::read_to_string(log).unwrap();
+    assert_eq!(requests(&log), 9, "log:\n{log}");
+    assert!(!log.contains(secret_text()), "the secret reached the log");
+}
+
 #[tokio::test]
 async fn send_refuses_an_untrusted_certificate() {
     let m = Material::new();
