@@ -360,15 +360,19 @@ run_fixed() {
     log "fixed $t run $run: $(tail -1 "$RAW" | cut -d' ' -f4-)"
 }
 
+# Odd runs measure the targets in order (a b c d), even runs in reverse, so a
+# drift in the machine's speed during a run does not favour one target.
+order() { if (( $1 % 2 )); then echo "$TARGETS"; else tr ' ' '\n' <<< "$TARGETS" | tac | xargs; fi; }
+
 log "warm-up (not recorded)"
 for t in $TARGETS; do run_max "$t" warm 2; done
 
 log "phase 1: max throughput, $RUNS x ${DURATION}s per target, interleaved"
-for run in $(seq 1 "$RUNS"); do for t in $TARGETS; do run_max "$t" "$run" "$DURATION"; done; done
+for run in $(seq 1 "$RUNS"); do for t in $(order "$run"); do run_max "$t" "$run" "$DURATION"; done; done
 RATE=$(python3 "$ROOT/benches/load/analyze.py" half-median-rps "$RAW" b)
 if [[ " $PHASES " == *" fixed "* ]]; then
     log "phase 2: fixed rate $RATE req/s (50% of nginx's median max), $RUNS x ${DURATION}s per target"
-    for run in $(seq 1 "$RUNS"); do for t in $TARGETS; do run_fixed "$t" "$run"; done; done
+    for run in $(seq 1 "$RUNS"); do for t in $(order "$run"); do run_fixed "$t" "$run"; done; done
 fi
 
 # --- report -----------------------------------------------------------------
