@@ -1,25 +1,49 @@
-//! The pooled HTTP/1.1 client to the app, with the spec's failure mapping:
-//! refused, reset or unreachable → 502 `upstream_unavailable`; no complete
-//! answer within `upstream.timeout` → 504 `upstream_timeout`.
+//! The HTTP/1.1 client to the app, with its own keep-alive pool, and the
+//! spec's failure mapping: refused, reset or unreachable → 502
+//! `upstream_unavailable`; no complete answer within `upstream.timeout` →
+//! 504 `upstream_timeout`.
+//!
+//! The pool is a stack of idle `hyper::client::conn::http1` connections to
+//! the one upstream: the most recently used is reused first, one that was
+//! idle longer than `upstream.pool_idle_timeout` or that the app closed is
+//! dropped when met, and a request that a reused connection could not take
+//! (the app closed it between two requests) is sent again on a fresh one.
+//! It replaced hyper-util's general-purpose pooled client, which pays per
+//! request for a pool-key lookup, a URI rewrite and a spawned task that
+//! hands the connection back (`benches/RESULTS.md`).
 
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
 use crate::error::Rejection;
 use crate::pipeline::UpstreamRequest;
 
+/// At most this many idle connections are kept.
+const MAX_IDLE: usize = 512;
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// An idle keep-alive connection and since when it has been idle.
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
 /// The app behind hookgate.
 pub struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
-    /// `http://host:port`, without a trailing slash.
-    base: String,
+    /// `host:port`, to connect to.
+    authority: String,
+    idle: Mutex<Vec<Idle>>,
+    connect_timeout: Duration,
+    pool_idle_timeout: Duration,
     host: HeaderValue,
     timeout: Duration,
     max_response_bytes: usize,
@@ -28,7 +52,7 @@ pub struct Upstream {
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
-            .field("base", &self.base)
+            .field("authority", &self.authority)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -44,20 +68,17 @@ impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Self, BadUpstreamUrl> {
         let bad = || BadUpstreamUrl(config.url.clone());
         let uri: Uri = config.url.parse().map_err(|_| bad())?;
-        let authority = uri.authority().ok_or_else(bad)?.clone();
+        if uri.scheme_str() != Some("http") {
+            return Err(bad());
+        }
+        let authority = uri.authority().ok_or_else(bad)?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .build(connector);
+        let port = authority.port_u16().unwrap_or(80);
         Ok(Self {
-            client,
-            base: format!("http://{authority}"),
+            authority: format!("{}:{port}", authority.host()),
+            idle: Mutex::new(Vec::new()),
+            connect_timeout: config.connect_timeout,
+            pool_idle_timeout: config.pool_idle_timeout,
             host,
             timeout: config.timeout,
             max_response_bytes: config.max_response_bytes,
@@ -69,11 +90,10 @@ impl Upstream {
         &self.host
     }
 
-    /// `upstream.url` + `path` + `?query`.
+    /// The request target: the route's upstream path + `?query` (origin
+    /// form; the upstream's authority goes in `Host`).
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
-        let mut s =
-            String::with_capacity(self.base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
-        s.push_str(&self.base);
+        let mut s = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
         s.push_str(path);
         if let Some(q) = query {
             s.push('?');
@@ -86,10 +106,24 @@ impl Upstream {
     /// Sends a verified request and reads the whole answer, within `upstream.timeout`.
     pub async fn send(&self, req: UpstreamRequest) -> Result<Response<Bytes>, Rejection> {
         let exchange = async {
-            let response = self.client.request(req.into_inner()).await.map_err(|e| {
-                tracing::debug!(error = %e, connect = e.is_connect(), "upstream request failed");
-                Rejection::UpstreamUnavailable
-            })?;
+            let mut req = req.into_inner();
+            let (response, sender) = loop {
+                let (mut sender, reused) = match self.checkout().await {
+                    Some(sender) => (sender, true),
+                    None => (self.connect().await?, false),
+                };
+                match sender.try_send_request(req).await {
+                    Ok(response) => break (response, sender),
+                    Err(mut e) => match e.take_message() {
+                        // Not sent: the app closed this idle connection. Try the next.
+                        Some(unsent) if reused => req = unsent,
+                        _ => {
+                            tracing::debug!(error = %e.error(), "upstream request failed");
+                            return Err(Rejection::UpstreamUnavailable);
+                        }
+                    },
+                }
+            };
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, self.max_response_bytes)
                 .collect()
@@ -99,10 +133,68 @@ impl Upstream {
                     Rejection::UpstreamUnavailable
                 })?
                 .to_bytes();
+            self.checkin(sender);
             Ok(Response::from_parts(parts, body))
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or(Err(Rejection::UpstreamTimeout))
+    }
+
+    /// The most recently used idle connection that is still open, fresh
+    /// enough, and ready for a request.
+    async fn checkout(&self) -> Option<Sender> {
+        loop {
+            let Idle { mut sender, since } = self.lock_idle().pop()?;
+            if sender.is_closed() || since.elapsed() >= self.pool_idle_timeout {
+                continue; // dropped: the connection closes
+            }
+            // Ready at once unless its connection task has not yet seen the
+            // end of the last answer.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Back into the pool after a complete answer (unless the connection is
+    /// closing, e.g. after `Connection: close`).
+    fn checkin(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock_idle();
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new connection, within `upstream.connect_timeout`.
+    async fn connect(&self) -> Result<Sender, Rejection> {
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::debug!(error = %e, "upstream {what} failed");
+            Rejection::UpstreamUnavailable
+        };
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
+            .await
+            .map_err(|e| unavailable("connect", &e))?
+            .map_err(|e| unavailable("connect", &e))?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, connection) = http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| unavailable("handshake", &e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }

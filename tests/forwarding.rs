@@ -331,3 +331,72 @@ async fn keep_alive_connection_serves_many_requests() {
     }
     assert_eq!(upstream.take().len(), 5);
 }
+
+/// hookgate keeps upstream connections alive between requests. An app that
+/// closes each connection right after answering (without saying
+/// `Connection: close`) must not cost any request: a pooled connection the
+/// app closed is skipped, or, if the close is noticed only when the next
+/// request is handed to it, the request is sent again on a fresh one.
+/// Every request is answered 200 and reaches the app exactly once.
+#[tokio::test]
+async fn upstream_closing_kept_alive_connections_loses_no_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    tokio::spawn(async move {
+        let mut connection = 0;
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            connection += 1;
+            let tx = tx.clone();
+            let n = connection;
+            tokio::spawn(async move {
+                // Read one request head and its Content-Length body.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body_start = loop {
+                    let got = tcp.read(&mut chunk).await.unwrap_or(0);
+                    if got == 0 {
+                        return; // closed by hookgate before a request
+                    }
+                    buf.extend_from_slice(&chunk[..got]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap();
+                while buf.len() < body_start + length {
+                    let got = tcp.read(&mut chunk).await.unwrap();
+                    assert!(got > 0, "body cut short");
+                    buf.extend_from_slice(&chunk[..got]);
+                }
+                tx.send(n).unwrap();
+                tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                // No `Connection: close`: the connection just ends.
+                drop(tcp);
+            });
+        }
+    });
+    let sidecar = Sidecar::start(Options::new(format!("http://{addr}"))).await;
+    for i in 0..20 {
+        let reply = sidecar
+            .post("/webhooks/coolpopup", &body_of("popup.clicked"))
+            .await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.error());
+    }
+    let mut connections = Vec::new();
+    while let Ok(n) = received.try_recv() {
+        connections.push(n);
+    }
+    assert_eq!(connections.len(), 20, "each request reached the app once");
+    connections.dedup();
+    assert_eq!(connections.len(), 20, "each on its own connection");
+}
