@@ -5,14 +5,15 @@
 //!
 //! The pool is a stack of idle `hyper::client::conn::http1` connections to
 //! the one upstream: the most recently used is reused first, one that was
-//! idle longer than `upstream.pool_idle_timeout` or that the app closed is
-//! dropped when met, and a request that a reused connection could not take
+//! idle for `upstream.pool_idle_timeout` is closed (by a task that looks
+//! every half of it), one the app closed is dropped when met, and a request that a reused connection could not take
 //! (the app closed it between two requests) is sent again on a fresh one.
 //! It replaced hyper-util's general-purpose pooled client, which pays per
 //! request for a pool-key lookup, a URI rewrite and a spawned task that
 //! hands the connection back (`benches/RESULTS.md`).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,7 +42,9 @@ struct Idle {
 pub struct Upstream {
     /// `host:port`, to connect to.
     authority: String,
-    idle: Mutex<Vec<Idle>>,
+    /// Oldest first (a connection goes back on top when its answer is read).
+    idle: Arc<Mutex<Vec<Idle>>>,
+    reaper_started: AtomicBool,
     connect_timeout: Duration,
     pool_idle_timeout: Duration,
     host: HeaderValue,
@@ -76,7 +79,8 @@ impl Upstream {
         let port = authority.port_u16().unwrap_or(80);
         Ok(Self {
             authority: format!("{}:{port}", authority.host()),
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::default(),
+            reaper_started: AtomicBool::new(false),
             connect_timeout: config.connect_timeout,
             pool_idle_timeout: config.pool_idle_timeout,
             host,
@@ -173,11 +177,38 @@ impl Upstream {
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.idle)
+    }
+
+    /// Closes connections idle for `pool_idle_timeout`, checking every half
+    /// of it: an idle connection lasts at most 1.5 × `pool_idle_timeout`.
+    /// Started with the first connection (inside the runtime); ends when
+    /// the `Upstream` is dropped.
+    fn start_reaper(&self) {
+        if self.reaper_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let idle = Arc::downgrade(&self.idle);
+        let max_idle = self.pool_idle_timeout;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval((max_idle / 2).max(Duration::from_millis(10)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(idle) = idle.upgrade() else { return };
+                let mut idle = lock(&idle);
+                let stale = idle
+                    .iter()
+                    .take_while(|c| c.since.elapsed() >= max_idle)
+                    .count();
+                idle.drain(..stale);
+            }
+        });
     }
 
     /// A new connection, within `upstream.connect_timeout`.
     async fn connect(&self) -> Result<Sender, Rejection> {
+        self.start_reaper();
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
             tracing::debug!(error = %e, "upstream {what} failed");
             Rejection::UpstreamUnavailable
@@ -197,4 +228,8 @@ impl Upstream {
         });
         Ok(sender)
     }
+}
+
+fn lock(idle: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    idle.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -332,6 +332,73 @@ async fn keep_alive_connection_serves_many_requests() {
     assert_eq!(upstream.take().len(), 5);
 }
 
+/// What a [`raw_upstream`] saw, by connection number (1, 2, ...).
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Request(usize),
+    /// hookgate closed the connection.
+    Closed(usize),
+}
+
+/// An HTTP/1.1 app written on raw TCP, so the test controls when a
+/// connection ends: it answers `200 ok` to each request (no `Connection`
+/// header) and, with `close_after_answer`, ends the connection right after
+/// the first answer; otherwise it serves the next request on it.
+// (clippy's allow-unwrap-in-tests does not reach into this async helper.)
+#[allow(clippy::unwrap_used)]
+async fn raw_upstream(
+    close_after_answer: bool,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for n in 1.. {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request head and its Content-Length body.
+                    let body_start = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let got = tcp.read(&mut chunk).await.unwrap_or(0);
+                        if got == 0 {
+                            let _ = tx.send(Seen::Closed(n));
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..got]);
+                    };
+                    let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map(|v| v.trim().parse().unwrap())
+                        .unwrap();
+                    while buf.len() < body_start + length {
+                        let got = tcp.read(&mut chunk).await.unwrap();
+                        assert!(got > 0, "body cut short");
+                        buf.extend_from_slice(&chunk[..got]);
+                    }
+                    buf.drain(..body_start + length);
+                    tx.send(Seen::Request(n)).unwrap();
+                    tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    if close_after_answer {
+                        return; // no `Connection: close`: the connection just ends
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
 /// hookgate keeps upstream connections alive between requests. An app that
 /// closes each connection right after answering (without saying
 /// `Connection: close`) must not cost any request: a pooled connection the
@@ -340,63 +407,48 @@ async fn keep_alive_connection_serves_many_requests() {
 /// Every request is answered 200 and reaches the app exactly once.
 #[tokio::test]
 async fn upstream_closing_kept_alive_connections_loses_no_request() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    tokio::spawn(async move {
-        let mut connection = 0;
-        loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            connection += 1;
-            let tx = tx.clone();
-            let n = connection;
-            tokio::spawn(async move {
-                // Read one request head and its Content-Length body.
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let body_start = loop {
-                    let got = tcp.read(&mut chunk).await.unwrap_or(0);
-                    if got == 0 {
-                        return; // closed by hookgate before a request
-                    }
-                    buf.extend_from_slice(&chunk[..got]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map(|v| v.trim().parse().unwrap())
-                    .unwrap();
-                while buf.len() < body_start + length {
-                    let got = tcp.read(&mut chunk).await.unwrap();
-                    assert!(got > 0, "body cut short");
-                    buf.extend_from_slice(&chunk[..got]);
-                }
-                tx.send(n).unwrap();
-                tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await
-                    .unwrap();
-                // No `Connection: close`: the connection just ends.
-                drop(tcp);
-            });
-        }
-    });
-    let sidecar = Sidecar::start(Options::new(format!("http://{addr}"))).await;
+    let (url, mut seen) = raw_upstream(true).await;
+    let sidecar = Sidecar::start(Options::new(url)).await;
     for i in 0..20 {
         let reply = sidecar
             .post("/webhooks/coolpopup", &body_of("popup.clicked"))
             .await;
         assert_eq!(reply.status, 200, "request {i}: {}", reply.error());
     }
-    let mut connections = Vec::new();
-    while let Ok(n) = received.try_recv() {
-        connections.push(n);
+    let mut requests = Vec::new();
+    while let Ok(event) = seen.try_recv() {
+        if let Seen::Request(n) = event {
+            requests.push(n);
+        }
     }
-    assert_eq!(connections.len(), 20, "each request reached the app once");
-    connections.dedup();
-    assert_eq!(connections.len(), 20, "each on its own connection");
+    assert_eq!(requests.len(), 20, "each request reached the app once");
+    requests.dedup();
+    assert_eq!(requests.len(), 20, "each on its own connection");
+}
+
+/// Kept-alive upstream connections are reused, and one idle for
+/// `upstream.pool_idle_timeout` is closed by hookgate; the next request
+/// opens a new one.
+#[tokio::test]
+async fn idle_upstream_connections_are_reused_then_closed_after_pool_idle_timeout() {
+    let (url, mut seen) = raw_upstream(false).await;
+    let mut opts = Options::new(url);
+    opts.upstream_extra = "pool_idle_timeout = \"300ms\"\n".to_owned();
+    let sidecar = Sidecar::start(opts).await;
+    for _ in 0..3 {
+        let reply = sidecar
+            .post("/webhooks/coolpopup", &body_of("popup.shown"))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.error());
+        assert_eq!(seen.recv().await, Some(Seen::Request(1)), "reused");
+    }
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), seen.recv())
+        .await
+        .expect("the idle connection was not closed within 10 s");
+    assert_eq!(closed, Some(Seen::Closed(1)));
+    let reply = sidecar
+        .post("/webhooks/coolpopup", &body_of("popup.shown"))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.error());
+    assert_eq!(seen.recv().await, Some(Seen::Request(2)));
 }

@@ -275,6 +275,8 @@ pub struct Options {
     pub extra: String,
     pub tls: Option<TlsFiles>,
     pub upstream_timeout: &'static str,
+    /// Extra lines under [upstream].
+    pub upstream_extra: String,
     /// `[reload] interval`: "0s" (the default here) = reload only when the
     /// test calls `reloader.reload()`.
     pub reload_interval: &'static str,
@@ -291,6 +293,7 @@ impl Options {
             extra: String::new(),
             tls: None,
             upstream_timeout: "1s",
+            upstream_extra: String::new(),
             reload_interval: "0s",
             tls_extra: String::new(),
         }
@@ -303,7 +306,7 @@ pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String
         "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{}{}\n\
          [server.tls]\ncert_file = {:?}\nkey_file = {:?}\n{}\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
-         [upstream]\nurl = {:?}\ntimeout = {:?}\nconnect_timeout = \"500ms\"\n\
+         [upstream]\nurl = {:?}\ntimeout = {:?}\nconnect_timeout = \"500ms\"\n{}\n\
          [reload]\ninterval = {:?}\n",
         // 2 s unless the test sets its own.
         if opts.server.contains("header_read_timeout") {
@@ -317,6 +320,7 @@ pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String
         opts.tls_extra,
         opts.upstream_url,
         opts.upstream_timeout,
+        opts.upstream_extra,
         opts.reload_interval,
     );
     for r in &opts.routes {
