@@ -222,15 +222,18 @@ impl<'de, H: Entries<'de>> Visitor<'de> for Walk<'_, 'de, H> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let base = self.keys.len();
-        let mut large = None;
+        let mut seen = Seen {
+            base: self.keys.len(),
+            bloom: 0,
+            large: None,
+        };
         while let Some(Key(key)) = map.next_key()? {
-            if !insert_key(self.keys, base, &mut large, key.clone()) {
+            if !seen.insert(self.keys, key.clone()) {
                 return Err(de::Error::custom("duplicate key in object"));
             }
             self.handler.entry(key, &mut map, self.keys)?;
         }
-        self.keys.truncate(base);
+        self.keys.truncate(seen.base);
         Ok(Shape::Object)
     }
 }
@@ -273,29 +276,40 @@ type LargeKeys<'de> = HashSet<Cow<'de, str>, foldhash::fast::RandomState>;
 /// Up to this many keys an object's keys are scanned linearly.
 const SMALL_OBJECT: usize = 32;
 
-/// Records `key` for the object whose keys start at `keys[base]`; false if
-/// that object already has it.
-fn insert_key<'de>(
-    keys: &mut Keys<'de>,
+/// The keys of one object being walked: its entries in the shared stack
+/// start at `keys[base]`. `bloom` has one bit set per key (chosen by its
+/// hash), so a key whose bit is clear is new without a scan.
+struct Seen<'de> {
     base: usize,
-    large: &mut Option<LargeKeys<'de>>,
-    key: Cow<'de, str>,
-) -> bool {
-    if let Some(set) = large {
-        return set.insert(key);
+    bloom: u64,
+    large: Option<LargeKeys<'de>>,
+}
+
+impl<'de> Seen<'de> {
+    /// Records `key`; false if the object already has it.
+    fn insert(&mut self, keys: &mut Keys<'de>, key: Cow<'de, str>) -> bool {
+        if let Some(set) = &mut self.large {
+            return set.insert(key);
+        }
+        let hash = foldhash::fast::FixedState::default().hash_one(key.as_ref());
+        let bit = 1u64 << (hash >> 58);
+        if self.bloom & bit != 0
+            && keys[self.base..]
+                .iter()
+                .any(|(h, k)| *h == hash && *k == key)
+        {
+            return false;
+        }
+        self.bloom |= bit;
+        if keys.len() - self.base < SMALL_OBJECT {
+            keys.push((hash, key));
+        } else {
+            let mut set: LargeKeys<'de> = keys.drain(self.base..).map(|(_, k)| k).collect();
+            set.insert(key);
+            self.large = Some(set);
+        }
+        true
     }
-    let hash = foldhash::fast::FixedState::default().hash_one(key.as_ref());
-    if keys[base..].iter().any(|(h, k)| *h == hash && *k == key) {
-        return false;
-    }
-    if keys.len() - base < SMALL_OBJECT {
-        keys.push((hash, key));
-    } else {
-        let mut set: LargeKeys<'de> = keys.drain(base..).map(|(_, k)| k).collect();
-        set.insert(key);
-        *large = Some(set);
-    }
-    true
 }
 
 /// The top-level object's known fields, as walked.
