@@ -28,7 +28,7 @@ use hmac::{KeyInit, Mac};
 use hookgate::config::Config;
 use hookgate::headers::{self, Forwarding};
 use hookgate::metrics::Metrics;
-use hookgate::pipeline::Unverified;
+use hookgate::pipeline::{Peer, Unverified};
 use hookgate::secret::{HmacSha256, Secret};
 use hookgate::signature::{self, Encoding};
 use hookgate::state::Route;
@@ -185,6 +185,7 @@ fn header_normalization(c: &mut Criterion) {
     let w = world();
     let body = body(1024);
     let headers: HeaderMap = parts(&body).headers;
+    let peer_ip = HeaderValue::from_static("203.0.113.7");
     let request_id = HeaderValue::from_static("0f8e2b7c9a4d4e1f8b3c6d5e4f3a2b1c");
     let sig = HeaderName::from_static("x-coolpopup-signature");
     let mut g = c.benchmark_group("headers");
@@ -198,7 +199,7 @@ fn header_normalization(c: &mut Criterion) {
                     &sig,
                     Forwarding {
                         upstream_host: w.upstream.host(),
-                        peer_ip: PEER.ip(),
+                        peer_ip: &peer_ip,
                         forwarded_for: None,
                         original_host,
                         request_id: &request_id,
@@ -229,6 +230,7 @@ fn metrics(c: &mut Criterion) {
 fn whole_pipeline(c: &mut Criterion) {
     let w = world();
     let request_id = HeaderValue::from_static("0f8e2b7c9a4d4e1f8b3c6d5e4f3a2b1c");
+    let peer = Peer::new(PEER, false);
     let mut g = c.benchmark_group("whole");
     for (size, name) in SIZES {
         let body = Bytes::from(body(size));
@@ -250,7 +252,7 @@ fn whole_pipeline(c: &mut Criterion) {
                         Unverified::new(p, body, w.route.clone())
                             .verify()
                             .unwrap()
-                            .into_upstream_request(&w.upstream, PEER, false, &request_id)
+                            .into_upstream_request(&w.upstream, &peer, &request_id)
                             .unwrap()
                     },
                     BatchSize::SmallInput,

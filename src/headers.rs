@@ -62,12 +62,20 @@ fn is_forwarding_or_webhook(lower: &str) -> bool {
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 from `headers`: the
 /// static set and every name listed in any `Connection` header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Only names beyond the static set are collected, so the usual
+    // `Connection: keep-alive` costs no allocation.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(name))
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
@@ -80,7 +88,7 @@ pub struct Forwarding<'a> {
     /// The upstream's authority, for `Host`.
     pub upstream_host: &'a HeaderValue,
     /// The client's IP address, for `X-Forwarded-For`.
-    pub peer_ip: std::net::IpAddr,
+    pub peer_ip: &'a HeaderValue,
     /// A trusted proxy's incoming `X-Forwarded-For` chain, to which the peer is appended.
     pub forwarded_for: Option<String>,
     /// The Host / `:authority` the client used, for `X-Forwarded-Host`.
@@ -132,9 +140,14 @@ pub fn normalize_request(
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(f.content_length));
     let xff = match f.forwarded_for {
-        Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", f.peer_ip))
-            .unwrap_or_else(|_| ip_value(f.peer_ip)),
-        None => ip_value(f.peer_ip),
+        Some(chain) => {
+            let mut joined = Vec::with_capacity(chain.len() + 2 + f.peer_ip.len());
+            joined.extend_from_slice(chain.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(f.peer_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| f.peer_ip.clone())
+        }
+        None => f.peer_ip.clone(),
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
@@ -157,11 +170,6 @@ pub fn normalize_request(
             headers.insert(X_WEBHOOK_VERDICT.clone(), HeaderValue::from_static(code));
         }
     }
-}
-
-fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
-    // An IP address's text form is always a valid header value.
-    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The request id: the incoming `X-Request-Id` if it matches
@@ -242,13 +250,14 @@ mod tests {
         let upstream_host = HeaderValue::from_static("127.0.0.1:8080");
         let rid = HeaderValue::from_static("rid-1");
         let route = HeaderValue::from_static("coolpopup");
+        let peer_ip = HeaderValue::from_static("10.1.2.3");
         let original_host = h.get("host").cloned();
         normalize_request(
             &mut h,
             &HeaderName::from_static("x-coolpopup-signature"),
             Forwarding {
                 upstream_host: &upstream_host,
-                peer_ip: "10.1.2.3".parse().unwrap(),
+                peer_ip: &peer_ip,
                 forwarded_for: None,
                 original_host,
                 request_id: &rid,

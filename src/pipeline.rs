@@ -54,6 +54,41 @@ impl App {
         let ip = peer.ip().to_canonical();
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
+
+    /// The client of a new connection, worked out once for all its requests.
+    pub fn peer(&self, addr: SocketAddr) -> Peer {
+        Peer::new(addr, self.is_trusted(addr))
+    }
+}
+
+/// The client at the far end of a connection, with what each of its
+/// requests needs from the address formatted once per connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `ip:port`, for log lines.
+    text: Box<str>,
+    /// The IP address (an IPv4-mapped IPv6 one as IPv4), for `X-Forwarded-For`.
+    ip: HeaderValue,
+    /// One of `server.trusted_proxies`.
+    trusted_proxy: bool,
+}
+
+impl Peer {
+    /// `trusted_proxy`: the address is one of `server.trusted_proxies`.
+    pub fn new(addr: SocketAddr, trusted_proxy: bool) -> Self {
+        let ip = addr.ip().to_canonical().to_string();
+        Self {
+            text: addr.to_string().into_boxed_str(),
+            // An IP address's text form is always a valid header value.
+            ip: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            trusted_proxy,
+        }
+    }
+
+    /// `ip:port`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
 }
 
 /// `X-Forwarded-Proto: https`, exactly once.
@@ -208,8 +243,7 @@ impl Verified {
     pub fn into_upstream_request(
         self,
         upstream: &Upstream,
-        peer: SocketAddr,
-        peer_is_trusted_proxy: bool,
+        peer: &Peer,
         request_id: &HeaderValue,
     ) -> Result<UpstreamRequest, Rejection> {
         let Verified {
@@ -220,7 +254,7 @@ impl Verified {
         } = self;
         let uri = upstream.uri_for(&route.upstream_path, parts.uri.query())?;
         // A trusted proxy's X-Forwarded-For chain is kept (the peer is appended).
-        let forwarded_for = if peer_is_trusted_proxy {
+        let forwarded_for = if peer.trusted_proxy {
             let chain: Vec<&str> = parts
                 .headers
                 .get_all(&headers::X_FORWARDED_FOR)
@@ -242,7 +276,7 @@ impl Verified {
             &route.signature_header,
             Forwarding {
                 upstream_host: upstream.host(),
-                peer_ip: peer.ip().to_canonical(),
+                peer_ip: &peer.ip,
                 forwarded_for,
                 original_host,
                 request_id,
@@ -403,7 +437,7 @@ enum Answer {
 }
 
 /// Handles one request on the public listener.
-pub async fn handle<B>(app: &App, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>>
+pub async fn handle<B>(app: &App, req: Request<B>, peer: &Peer) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: fmt::Display,
@@ -416,12 +450,7 @@ where
     respond(app, outcome, version, request_id, peer, elapsed)
 }
 
-async fn process<B>(
-    app: &App,
-    req: Request<B>,
-    peer: SocketAddr,
-    request_id: &HeaderValue,
-) -> Outcome
+async fn process<B>(app: &App, req: Request<B>, peer: &Peer, request_id: &HeaderValue) -> Outcome
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
 {
@@ -443,7 +472,7 @@ where
             close,
         }
     };
-    let trusted = app.is_trusted(peer);
+    let trusted = peer.trusted_proxy;
     // Plain HTTP is only for a trusted proxy that terminated TLS itself.
     let secure = app.tls || (trusted && forwarded_proto_is_https(&parts.headers));
     let route = app.routes.find(parts.uri.path()).cloned();
@@ -505,7 +534,7 @@ where
     };
     let event = verified.event();
     let failed_with = verified.failed_with();
-    let result = match verified.into_upstream_request(&app.upstream, peer, trusted, request_id) {
+    let result = match verified.into_upstream_request(&app.upstream, peer, request_id) {
         Ok(req) => {
             let started = Instant::now();
             let result = app.upstream.send(req).await;
@@ -534,7 +563,7 @@ fn respond(
     outcome: Outcome,
     version: Version,
     request_id: HeaderValue,
-    peer: SocketAddr,
+    peer: &Peer,
     elapsed: Duration,
 ) -> Response<Full<Bytes>> {
     let route_name = outcome.route.as_ref().map_or("-", |r| r.name.as_str());
@@ -594,24 +623,38 @@ fn respond(
     let rid = request_id.to_str().unwrap_or("-");
     match fault {
         None if outcome.failed_with.is_some() => tracing::info!(
-            request_id = rid, route = route_name, event, outcome = label, status,
-            duration_ms, peer = %peer, shadow = true, "shadow mode: failed request forwarded unverified"
+            request_id = rid,
+            route = route_name,
+            event,
+            outcome = label,
+            status,
+            duration_ms,
+            peer = peer.as_str(),
+            shadow = true,
+            "shadow mode: failed request forwarded unverified"
         ),
         None => tracing::info!(
-            request_id = rid, route = route_name, event, outcome = label, status,
-            duration_ms, peer = %peer, shadow = outcome.shadow, "request"
+            request_id = rid,
+            route = route_name,
+            event,
+            outcome = label,
+            status,
+            duration_ms,
+            peer = peer.as_str(),
+            shadow = outcome.shadow,
+            "request"
         ),
         Some((Fault::Client, rejection)) => tracing::info!(
             request_id = rid, route = route_name, event, outcome = label, status,
-            duration_ms, peer = %peer, reason = %reason(&rejection), "request rejected"
+            duration_ms, peer = peer.as_str(), reason = %reason(&rejection), "request rejected"
         ),
         Some((Fault::Upstream, rejection)) => tracing::warn!(
             request_id = rid, route = route_name, event, outcome = label, status,
-            duration_ms, peer = %peer, reason = %reason(&rejection), "upstream failed"
+            duration_ms, peer = peer.as_str(), reason = %reason(&rejection), "upstream failed"
         ),
         Some((Fault::Internal, rejection)) => tracing::error!(
             request_id = rid, route = route_name, event, outcome = label, status,
-            duration_ms, peer = %peer, reason = %reason(&rejection), "internal error"
+            duration_ms, peer = peer.as_str(), reason = %reason(&rejection), "internal error"
         ),
     }
     response

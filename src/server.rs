@@ -237,12 +237,14 @@ where
         last_end: std::sync::Mutex::new(Instant::now()),
     });
     let app = shared.app.clone();
+    let client = Arc::new(app.peer(peer));
     let tracked = activity.clone();
     let service = service_fn(move |req| {
         let app = app.clone();
+        let client = client.clone();
         let in_flight = tracked.begin();
         async move {
-            let response = pipeline::handle(&app, req, peer).await;
+            let response = pipeline::handle(&app, req, &client).await;
             drop(in_flight);
             Ok::<_, Infallible>(response)
         }

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use base64::Engine;
 use bytes::Bytes;
 use hmac::{KeyInit, Mac};
-use hookgate::pipeline::Unverified;
+use hookgate::pipeline::{Peer, Unverified};
 use hookgate::signature::{self, Encoding, MAC_LEN};
 use hookgate::state::Routes;
 use hookgate::upstream::Upstream;
@@ -403,14 +403,17 @@ pub fn pipeline(data: &[u8]) {
     assert_eq!(passed.is_some(), verified.failed_with().is_none());
 
     let peer: SocketAddr = ([203, 0, 113, 7], 4711).into();
-    let upstream_req =
-        match verified.into_upstream_request(&fx.upstream, peer, trusted, &request_id) {
-            Ok(r) => r.into_inner(),
-            Err(rejection) => {
-                check_rejection(&rejection, &tag);
-                return;
-            }
-        };
+    let upstream_req = match verified.into_upstream_request(
+        &fx.upstream,
+        &Peer::new(peer, trusted),
+        &request_id,
+    ) {
+        Ok(r) => r.into_inner(),
+        Err(rejection) => {
+            check_rejection(&rejection, &tag);
+            return;
+        }
+    };
     check_upstream_request(
         &upstream_req,
         body,
