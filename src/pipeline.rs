@@ -84,10 +84,12 @@ impl Peer {
             trusted_proxy,
         }
     }
+}
 
-    /// `ip:port`.
-    pub fn as_str(&self) -> &str {
-        &self.text
+/// `ip:port`.
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
     }
 }
 
@@ -623,38 +625,24 @@ fn respond(
     let rid = request_id.to_str().unwrap_or("-");
     match fault {
         None if outcome.failed_with.is_some() => tracing::info!(
-            request_id = rid,
-            route = route_name,
-            event,
-            outcome = label,
-            status,
-            duration_ms,
-            peer = peer.as_str(),
-            shadow = true,
-            "shadow mode: failed request forwarded unverified"
+            request_id = rid, route = route_name, event, outcome = label, status,
+            duration_ms, peer = %peer, shadow = true, "shadow mode: failed request forwarded unverified"
         ),
         None => tracing::info!(
-            request_id = rid,
-            route = route_name,
-            event,
-            outcome = label,
-            status,
-            duration_ms,
-            peer = peer.as_str(),
-            shadow = outcome.shadow,
-            "request"
+            request_id = rid, route = route_name, event, outcome = label, status,
+            duration_ms, peer = %peer, shadow = outcome.shadow, "request"
         ),
         Some((Fault::Client, rejection)) => tracing::info!(
             request_id = rid, route = route_name, event, outcome = label, status,
-            duration_ms, peer = peer.as_str(), reason = %reason(&rejection), "request rejected"
+            duration_ms, peer = %peer, reason = %reason(&rejection), "request rejected"
         ),
         Some((Fault::Upstream, rejection)) => tracing::warn!(
             request_id = rid, route = route_name, event, outcome = label, status,
-            duration_ms, peer = peer.as_str(), reason = %reason(&rejection), "upstream failed"
+            duration_ms, peer = %peer, reason = %reason(&rejection), "upstream failed"
         ),
         Some((Fault::Internal, rejection)) => tracing::error!(
             request_id = rid, route = route_name, event, outcome = label, status,
-            duration_ms, peer = peer.as_str(), reason = %reason(&rejection), "internal error"
+            duration_ms, peer = %peer, reason = %reason(&rejection), "internal error"
         ),
     }
     response

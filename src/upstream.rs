@@ -149,7 +149,7 @@ impl Upstream {
     /// enough, and ready for a request.
     async fn checkout(&self) -> Option<Sender> {
         loop {
-            let Idle { mut sender, since } = self.lock_idle().pop()?;
+            let Idle { mut sender, since } = lock(&self.idle).pop()?;
             if sender.is_closed() || since.elapsed() >= self.pool_idle_timeout {
                 continue; // dropped: the connection closes
             }
@@ -167,17 +167,13 @@ impl Upstream {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.lock_idle();
+        let mut idle = lock(&self.idle);
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
             });
         }
-    }
-
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        lock(&self.idle)
     }
 
     /// Closes connections idle for `pool_idle_timeout`, checking every half
@@ -230,6 +226,7 @@ impl Upstream {
     }
 }
 
+/// The idle stack; a panic while it was held leaves nothing half-done in it.
 fn lock(idle: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
     idle.lock().unwrap_or_else(PoisonError::into_inner)
 }

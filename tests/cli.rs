@@ -573,6 +573,13 @@ fn send_cmd(served: &Served, secret: &Path) -> Command {
     cmd
 }
 
+/// `hookgate send` with the right secret, trusting the sidecar's certificate.
+fn send_trusted(served: &Served, m: &Material) -> Command {
+    let mut cmd = send_cmd(served, &m.secret);
+    cmd.arg("--cacert").arg(&m.tls.cert);
+    cmd
+}
+
 #[tokio::test]
 async fn send_signs_and_posts_through_a_served_sidecar_which_stops_on_sigterm() {
     let m = Material::new();
@@ -580,10 +587,8 @@ async fn send_signs_and_posts_through_a_served_sidecar_which_stops_on_sigterm() 
     let served = Served::start(&m, &upstream.url(), "").await;
 
     // Trusting the server's own certificate.
-    let mut cmd = send_cmd(&served, &m.secret);
-    cmd.arg("--cacert")
-        .arg(&m.tls.cert)
-        .args(["--event", "popup.clicked"]);
+    let mut cmd = send_trusted(&served, &m);
+    cmd.args(["--event", "popup.clicked"]);
     let ran = run_async(cmd).await;
     assert_eq!(
         ran.code,
@@ -629,11 +634,8 @@ async fn send_signs_and_posts_through_a_served_sidecar_which_stops_on_sigterm() 
         + "\n";
     let body = body.into_bytes();
     let body_file = m.file("body.json", &body);
-    let mut cmd = send_cmd(&served, &m.secret);
-    cmd.arg("--cacert")
-        .arg(&m.tls.cert)
-        .arg("--body")
-        .arg(&body_file);
+    let mut cmd = send_trusted(&served, &m);
+    cmd.arg("--body").arg(&body_file);
     let ran = run_async(cmd).await;
     assert_eq!(
         ran.code,
@@ -672,8 +674,7 @@ async fn serve_on_a_single_threaded_runtime_forwards_and_stops_on_sigterm() {
     let m = Material::new();
     let upstream = Upstream::start().await;
     let served = Served::start(&m, &upstream.url(), "worker_threads = 1").await;
-    let mut cmd = send_cmd(&served, &m.secret);
-    cmd.arg("--cacert").arg(&m.tls.cert);
+    let cmd = send_trusted(&served, &m);
     let ran = run_async(cmd).await;
     assert_eq!(
         ran.code,
@@ -702,8 +703,7 @@ async fn request_log_lines_are_written_when_idle_and_all_by_exit() {
             .filter(|l| l.contains("request_id") && l.contains("forwarded"))
             .count()
     };
-    let mut cmd = send_cmd(&served, &m.secret);
-    cmd.arg("--cacert").arg(&m.tls.cert);
+    let cmd = send_trusted(&served, &m);
     assert_eq!(run_async(cmd).await.code, Some(0));
     let deadline = Instant::now() + Duration::from_secs(10);
     while requests(&served.log()) == 0 {
@@ -716,8 +716,7 @@ async fn request_log_lines_are_written_when_idle_and_all_by_exit() {
     }
     let sends: Vec<_> = (0..8)
         .map(|_| {
-            let mut cmd = send_cmd(&served, &m.secret);
-            cmd.arg("--cacert").arg(&m.tls.cert);
+            let cmd = send_trusted(&served, &m);
             tokio::spawn(run_async(cmd))
         })
         .collect();
@@ -801,11 +800,8 @@ async fn sigterm_during_an_in_flight_request_completes_it_and_exits_0() {
     let upstream = Upstream::start().await;
     let served =
         Served::start_with_route(&m, &upstream.url(), "", "upstream_path = \"/slow/1000\"").await;
-    let mut send = send_cmd(&served, &m.secret);
-    send.arg("--cacert")
-        .arg(&m.tls.cert)
-        .arg("--event")
-        .arg("popup.closed");
+    let mut send = send_trusted(&served, &m);
+    send.arg("--event").arg("popup.closed");
     let in_flight = tokio::spawn(run_async(send));
     // The request is in flight once the upstream has it (a signal, not a sleep).
     upstream.arrival().await;
