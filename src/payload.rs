@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::BuildHasher;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -263,10 +262,10 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// The keys of the objects being walked, innermost last, each with a
-/// fixed-seed 64-bit hash so finding a duplicate compares integers and only
-/// calls `memcmp` on a hash match. Keys without escapes are borrowed from
-/// the body, so remembering one costs no allocation.
+/// The keys of the objects being walked, innermost last, each with its
+/// [`fingerprint`] so finding a duplicate compares integers and only calls
+/// `memcmp` on a match. Keys without escapes are borrowed from the body, so
+/// remembering one costs no allocation.
 type Keys<'de> = Vec<(u64, Cow<'de, str>)>;
 
 /// A set for the keys of one object with more than [`SMALL_OBJECT`] keys,
@@ -291,8 +290,8 @@ impl<'de> Seen<'de> {
         if let Some(set) = &mut self.large {
             return set.insert(key);
         }
-        let hash = foldhash::fast::FixedState::default().hash_one(key.as_ref());
-        let bit = 1u64 << (hash >> 58);
+        let hash = fingerprint(key.as_bytes());
+        let bit = 1u64 << (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58);
         if self.bloom & bit != 0
             && keys[self.base..]
                 .iter()
@@ -310,6 +309,32 @@ impl<'de> Seen<'de> {
         }
         true
     }
+}
+
+/// A key's first and last eight bytes and its length, folded into 64 bits:
+/// equal keys always agree, and two keys of the same length up to eight
+/// bytes agree only if they are equal. Cheaper than hashing the key, and
+/// enough here: a match is confirmed by comparing the keys, and an object
+/// past [`SMALL_OBJECT`] keys moves to a seeded hash set, so keys chosen to
+/// collide cost at most a scan of 32.
+fn fingerprint(key: &[u8]) -> u64 {
+    // Whole words are loaded at once; a short key byte by byte (a
+    // variable-length copy into a word stalls the load that follows it).
+    let word = |bytes: &[u8]| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(bytes);
+        u64::from_le_bytes(b)
+    };
+    let n = key.len();
+    let folded = match (key.get(..8), key.get(n.saturating_sub(8)..)) {
+        (Some(head), Some(tail)) if n > 8 => word(head) ^ word(tail).rotate_left(29),
+        (Some(head), _) => word(head),
+        _ => key
+            .iter()
+            .rev()
+            .fold(0, |acc, &b| (acc << 8) | u64::from(b)),
+    };
+    folded ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// The top-level object's known fields, as walked.
@@ -542,10 +567,60 @@ impl VisitorObject<'_> {
 
 /// An absolute `http`/`https` URL with a host.
 fn is_web_url(s: &str) -> bool {
+    plain_web_url(s) || url_says_web_url(s)
+}
+
+/// The WHATWG parse (the `url` crate): the authority on what is a URL.
+fn url_says_web_url(s: &str) -> bool {
     match url::Url::parse(s) {
         Ok(u) => matches!(u.scheme(), "http" | "https") && u.host().is_some(),
         Err(_) => false,
     }
+}
+
+/// The usual `page_url`, recognised without the full parse (which costs a
+/// tenth of a whole validation): `http://` or `https://`, then a host made
+/// of non-empty dot-separated labels of lowercase letters, digits and `-`
+/// (no `xn--` label, and a last label that is neither all digits nor
+/// `0x…`, which the URL standard would read as an IPv4 address), an
+/// optional port of at most 65535, and then only printable ASCII, since the
+/// standard rejects no path, query or fragment. Anything else is left to
+/// [`url_says_web_url`], so this can only say yes where the `url` crate
+/// says yes too (tested against it exhaustively over a small alphabet).
+fn plain_web_url(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
+    let authority = rest
+        .split(['/', '\\', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    if let Some(port) = port
+        && !(port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|n| n <= 65_535))
+    {
+        return false;
+    }
+    let mut last = "";
+    for label in host.split('.') {
+        let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+        if label.is_empty() || label.starts_with("xn--") || !label.bytes().all(plain) {
+            return false;
+        }
+        last = label;
+    }
+    !last.bytes().all(|b| b.is_ascii_digit()) && !last.starts_with("0x")
 }
 
 /// RFC 5322-ish address (the `email_address` crate) whose domain has a dot:
@@ -560,6 +635,79 @@ fn is_plausible_email(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_agree_on_equal_keys_and_tell_short_keys_apart() {
+        let keys: Vec<Vec<u8>> = (0..=17)
+            .flat_map(|n| {
+                (0..4u8).map(move |v| (0..n).map(|i| b'a' + ((i as u8 + v) % 26)).collect())
+            })
+            .chain([b"field_10".to_vec(), b"field_11".to_vec(), b"a\0".to_vec()])
+            .collect();
+        for a in &keys {
+            assert_eq!(fingerprint(a), fingerprint(&a.clone()));
+            for b in &keys {
+                if a.len() == b.len() && a.len() <= 8 && a != b {
+                    assert_ne!(fingerprint(a), fingerprint(b), "{a:?} {b:?}");
+                }
+            }
+        }
+    }
+
+    /// `plain_web_url` may only accept what the `url` crate accepts: every
+    /// string of up to five characters over an alphabet that reaches each of
+    /// its rules, after both prefixes, plus the cases that need more room.
+    #[test]
+    fn the_url_fast_path_never_accepts_what_url_rejects() {
+        const ALPHABET: &[u8] = b"a09x-.:/@%nA";
+        let mut tails = vec![String::new()];
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            tails = tails
+                .iter()
+                .flat_map(|t| ALPHABET.iter().map(move |&c| format!("{t}{}", c as char)))
+                .collect();
+            all.extend(tails.iter().cloned());
+        }
+        all.extend(
+            [
+                "a:65535", "a:65536", "a:099999", "a:", "a.b:80/x", "xn--a.b", "a.xn--b",
+                "xn--abc", "a.0x1f", "a.0xg", "1.2.3.4", "1.2.3.256", "a.123", "a.12b",
+                "-a-.b-", "a..b", "a.b.", ".a", "aa--b.c", "a.b?q=1#f", "a.b\\c",
+                "u@a.b", "a%2eb.c", "0x.a", "a.0x",
+            ]
+            .map(String::from),
+        );
+        all.push(format!("{}.com", "a".repeat(300)));
+        let mut accepted = 0;
+        for tail in &all {
+            for prefix in ["http://", "https://"] {
+                let s = format!("{prefix}{tail}");
+                if plain_web_url(&s) {
+                    accepted += 1;
+                    assert!(url_says_web_url(&s), "fast path accepted {s:?}, url rejects it");
+                }
+            }
+        }
+        assert!(accepted > 10_000, "the fast path accepted only {accepted}");
+        for s in [
+            "https://yoursite.com/products/summer-sale",
+            "http://localhost:8080/x?y#z",
+            "https://a-b.example.co.uk",
+        ] {
+            assert!(plain_web_url(s), "{s}");
+        }
+        for s in [
+            "HTTPS://yoursite.com/",
+            "https://bücher.example/",
+            "https://user@example.com/",
+            "https://example.com/a b",
+            "ftp://example.com/",
+            "http://127.0.0.1/",
+        ] {
+            assert!(!plain_web_url(s), "{s}: left to the url crate");
+        }
+    }
 
     const CONVERTED: &str = r#"{
         "event": "popup.converted",
