@@ -597,10 +597,7 @@ fn plain_web_url(s: &str) -> bool {
     if !s.bytes().all(|b| b.is_ascii_graphic()) {
         return false;
     }
-    let authority = rest
-        .split(['/', '\\', '?', '#'])
-        .next()
-        .unwrap_or_default();
+    let authority = rest.split(['/', '\\', '?', '#']).next().unwrap_or_default();
     let (host, port) = match authority.split_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (authority, None),
@@ -626,10 +623,48 @@ fn plain_web_url(s: &str) -> bool {
 /// RFC 5322-ish address (the `email_address` crate) whose domain has a dot:
 /// `jane@example.com`, not `jane@localhost` or `jane`.
 fn is_plausible_email(s: &str) -> bool {
+    s.len() <= 254 && (plain_email(s) || email_address_says_plausible(s))
+}
+
+/// The `email_address` crate's verdict: the authority.
+fn email_address_says_plausible(s: &str) -> bool {
     let options = email_address::Options::default()
         .with_required_tld()
         .without_domain_literal();
-    s.len() <= 254 && email_address::EmailAddress::parse_with_options(s, options).is_ok()
+    email_address::EmailAddress::parse_with_options(s, options).is_ok()
+}
+
+/// The usual address, recognised without the crate's general parse (which
+/// also copies the address): one `@`; a local part of at most 64 bytes,
+/// dot-separated non-empty runs of ASCII letters, digits, `_`, `+` and `-`;
+/// a domain of at least two dot-separated labels of ASCII letters, digits
+/// and `-`, each 1 to 63 bytes, beginning and ending with a letter or
+/// digit. Anything else is left to [`email_address_says_plausible`], so
+/// this can only say yes where the crate says yes too (tested against it
+/// exhaustively over a small alphabet).
+fn plain_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let local_ok = local.len() <= 64
+        && local.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-'))
+        });
+    let mut labels = 0;
+    let domain_ok = domain.split('.').all(|label| {
+        labels += 1;
+        let bytes = label.as_bytes();
+        (1..=63).contains(&bytes.len())
+            && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+    });
+    local_ok && domain_ok && labels >= 2
 }
 
 #[cfg(test)]
@@ -654,6 +689,57 @@ mod tests {
         }
     }
 
+    /// `plain_email` may only accept what `email_address` accepts: every
+    /// string of up to six characters over an alphabet that reaches each of
+    /// its rules, plus the lengths at the limits.
+    #[test]
+    fn the_email_fast_path_never_accepts_what_the_crate_rejects() {
+        const ALPHABET: &[u8] = b"a0.-_@+A";
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..6 {
+            last = last
+                .iter()
+                .flat_map(|t| ALPHABET.iter().map(move |&c| format!("{t}{}", c as char)))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        let label = |n: usize| "b".repeat(n);
+        all.extend([
+            format!("{}@example.com", "a".repeat(64)),
+            format!("{}@example.com", "a".repeat(65)),
+            format!("jane@{}.com", label(63)),
+            format!("jane@{}.com", label(64)),
+            format!(
+                "jane@{}.{}.{}.{}",
+                label(63),
+                label(63),
+                label(63),
+                label(60)
+            ),
+            "jane.doe+tag@mail.example.co.uk".to_owned(),
+            "jane@localhost".to_owned(),
+            "jane@-a.com".to_owned(),
+            "jane@a-.com".to_owned(),
+            "a@b@c.com".to_owned(),
+            "\"jane\"@example.com".to_owned(),
+            "Jane <jane@example.com>".to_owned(),
+        ]);
+        let mut accepted = 0;
+        for s in &all {
+            if is_plausible_email(s) != (s.len() <= 254 && email_address_says_plausible(s)) {
+                panic!("{s:?}: the fast path and the crate disagree");
+            }
+            if plain_email(s) {
+                accepted += 1;
+                assert!(email_address_says_plausible(s), "fast path accepted {s:?}");
+            }
+        }
+        assert!(accepted > 500, "the fast path accepted only {accepted}");
+        assert!(plain_email("jane@example.com"));
+        assert!(!plain_email("jane@localhost"));
+    }
+
     /// `plain_web_url` may only accept what the `url` crate accepts: every
     /// string of up to five characters over an alphabet that reaches each of
     /// its rules, after both prefixes, plus the cases that need more room.
@@ -671,10 +757,31 @@ mod tests {
         }
         all.extend(
             [
-                "a:65535", "a:65536", "a:099999", "a:", "a.b:80/x", "xn--a.b", "a.xn--b",
-                "xn--abc", "a.0x1f", "a.0xg", "1.2.3.4", "1.2.3.256", "a.123", "a.12b",
-                "-a-.b-", "a..b", "a.b.", ".a", "aa--b.c", "a.b?q=1#f", "a.b\\c",
-                "u@a.b", "a%2eb.c", "0x.a", "a.0x",
+                "a:65535",
+                "a:65536",
+                "a:099999",
+                "a:",
+                "a.b:80/x",
+                "xn--a.b",
+                "a.xn--b",
+                "xn--abc",
+                "a.0x1f",
+                "a.0xg",
+                "1.2.3.4",
+                "1.2.3.256",
+                "a.123",
+                "a.12b",
+                "-a-.b-",
+                "a..b",
+                "a.b.",
+                ".a",
+                "aa--b.c",
+                "a.b?q=1#f",
+                "a.b\\c",
+                "u@a.b",
+                "a%2eb.c",
+                "0x.a",
+                "a.0x",
             ]
             .map(String::from),
         );
@@ -685,7 +792,10 @@ mod tests {
                 let s = format!("{prefix}{tail}");
                 if plain_web_url(&s) {
                     accepted += 1;
-                    assert!(url_says_web_url(&s), "fast path accepted {s:?}, url rejects it");
+                    assert!(
+                        url_says_web_url(&s),
+                        "fast path accepted {s:?}, url rejects it"
+                    );
                 }
             }
         }
