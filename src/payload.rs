@@ -671,6 +671,20 @@ fn plain_email(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Every string of up to `max_len` characters over `alphabet`, the empty one included.
+    fn every_string(alphabet: &[u8], max_len: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max_len {
+            last = last
+                .iter()
+                .flat_map(|t| alphabet.iter().map(move |&c| format!("{t}{}", c as char)))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
     #[test]
     fn fingerprints_agree_on_equal_keys_and_tell_short_keys_apart() {
         let keys: Vec<Vec<u8>> = (0..=17)
@@ -694,16 +708,7 @@ mod tests {
     /// its rules, plus the lengths at the limits.
     #[test]
     fn the_email_fast_path_never_accepts_what_the_crate_rejects() {
-        const ALPHABET: &[u8] = b"a0.-_@+A";
-        let mut all = vec![String::new()];
-        let mut last = vec![String::new()];
-        for _ in 0..6 {
-            last = last
-                .iter()
-                .flat_map(|t| ALPHABET.iter().map(move |&c| format!("{t}{}", c as char)))
-                .collect();
-            all.extend(last.iter().cloned());
-        }
+        let mut all = every_string(b"a0.-_@+A", 6);
         let label = |n: usize| "b".repeat(n);
         all.extend([
             format!("{}@example.com", "a".repeat(64)),
@@ -745,16 +750,7 @@ mod tests {
     /// its rules, after both prefixes, plus the cases that need more room.
     #[test]
     fn the_url_fast_path_never_accepts_what_url_rejects() {
-        const ALPHABET: &[u8] = b"a09x-.:/@%nA";
-        let mut tails = vec![String::new()];
-        let mut all = Vec::new();
-        for _ in 0..5 {
-            tails = tails
-                .iter()
-                .flat_map(|t| ALPHABET.iter().map(move |&c| format!("{t}{}", c as char)))
-                .collect();
-            all.extend(tails.iter().cloned());
-        }
+        let mut all = every_string(b"a09x-.:/@%nA", 5);
         all.extend(
             [
                 "a:65535",
