@@ -8,6 +8,7 @@
   analyze.py report RAW                    -> the markdown results table
 """
 
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -83,6 +84,17 @@ def load(raw):
     return rows
 
 
+def sign_test(ratios, better):
+    """'k of n (p = …)': runs with the ratio on the winning side of 1."""
+    n = len(ratios)
+    if not n:
+        return "-"
+    k = sum(1 for r in ratios if (r >= 1 if better == "≥ 1" else r <= 1))
+    low = min(k, n - k)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(low + 1)) / 2 ** n)
+    return f"{k} of {n} (p = {p:.2g})"
+
+
 def half_median_rps(raw, target):
     print(int(statistics.median(load(raw)[("max", target)]["rps"]) / 2))
 
@@ -153,6 +165,7 @@ def report(raw):
         return [cv / bv for bv, cv in zip(b, c) if bv]
 
     pairs = [("c", "b")] + ([("d", "b"), ("d", "c")] if "d" in targets else [])
+    favour = []
     out.append("| | " + " | ".join(f"({n})/({d})" for n, d in pairs) + " | hookgate wins when |")
     out.append("|---" * (len(pairs) + 2) + "|")
     for label, phase, key, better in (
@@ -165,10 +178,19 @@ def report(raw):
     ):
         cells = [med_spread(paired(phase, key, n, d), "{:.2f}") for n, d in pairs]
         out.append(f"| {label} | " + " | ".join(cells) + f" | {better} |")
+        favour.append((label, [sign_test(paired(phase, key, n, d), better) for n, d in pairs]))
     hwm = {t: max(rows[("max", t)]["hwm_kib"] or [0]) for t in targets}
     if hwm.get("b"):
         cells = [f"{hwm[n] / hwm[d]:.2f}" for n, d in pairs]
         out.append("| peak RSS | " + " | ".join(cells) + " | ≤ 1 |")
+    out.append("")
+    out.append("Runs on the winning side of 1 (two-sided sign test: how likely so "
+               "lopsided a count is if the two targets were equal):")
+    out.append("")
+    out.append("| | " + " | ".join(f"({n})/({d})" for n, d in pairs) + " |")
+    out.append("|---" * (len(pairs) + 1) + "|")
+    for label, cells in favour:
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
     print("\n".join(out))
 
 

@@ -7,7 +7,7 @@
 # plus the upstream pinned to CPU $LOAD_CPU. Every request is a valid signed
 # 1 KiB popup.converted POST over keep-alive connections.
 #
-#   bash benches/load/run.sh            # RUNS=5 DURATION=10 CONNS=64
+#   bash benches/load/run.sh            # RUNS=20 DURATION=4 CONNS=64
 #
 # Two phases, each RUNS rounds interleaving a, b, c:
 #   max:   wrk -t1 -c$CONNS, closed loop: the highest throughput.
@@ -27,15 +27,18 @@
 # does not match the requests sent.
 #
 # Output: the markdown report on stdout and in $OUT/report.md, raw numbers in
-# $OUT/raw.tsv. Bounded: about 6 minutes with a warm build.
+# $OUT/raw.tsv. Bounded: about 11 minutes with a warm build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
-RUNS=${RUNS:-5}
+# Many short slots: on a machine whose speed swings from one 10 s slot to
+# the next, two targets measured seconds apart pair better (benches/RESULTS.md,
+# third round).
+RUNS=${RUNS:-20}
 # "max" alone skips the fixed-rate phase (for quick screening).
 PHASES=${PHASES:-max fixed}
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-4}
 CONNS=${CONNS:-64}
 SUT_CPU=${SUT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
