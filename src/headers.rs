@@ -120,8 +120,8 @@ pub fn normalize_request(
     signature_header: &HeaderName,
     f: Forwarding<'_>,
 ) {
-    // Up to 11 headers are added below: grow the map once now instead of
-    // rehashing it as it fills.
+    // Grow the map once for the headers added below instead of rehashing
+    // it as it fills.
     headers.reserve(ADDED_HEADERS);
     strip_hop_by_hop(headers);
     headers.remove(signature_header);

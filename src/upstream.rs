@@ -6,8 +6,9 @@
 //! The pool is a stack of idle `hyper::client::conn::http1` connections to
 //! the one upstream: the most recently used is reused first, one that was
 //! idle for `upstream.pool_idle_timeout` is closed (by a task that looks
-//! every half of it), one the app closed is dropped when met, and a request that a reused connection could not take
-//! (the app closed it between two requests) is sent again on a fresh one.
+//! every half of it), one the app closed is dropped when met, and a request
+//! that a reused connection could not take (the app closed it between two
+//! requests) is sent again on a fresh one.
 //! It replaced hyper-util's general-purpose pooled client, which pays per
 //! request for a pool-key lookup, a URI rewrite and a spawned task that
 //! hands the connection back (`benches/RESULTS.md`).

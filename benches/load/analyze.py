@@ -176,9 +176,10 @@ def report(raw):
         ("p99.9 at fixed rate", "fixed", "p999", "≤ 1"),
         ("CPU-µs / req at fixed rate", "fixed", "cpu_us", "≤ 1"),
     ):
-        cells = [med_spread(paired(phase, key, n, d), "{:.2f}") for n, d in pairs]
+        ratios = [paired(phase, key, n, d) for n, d in pairs]
+        cells = [med_spread(r, "{:.2f}") for r in ratios]
         out.append(f"| {label} | " + " | ".join(cells) + f" | {better} |")
-        favour.append((label, [sign_test(paired(phase, key, n, d), better) for n, d in pairs]))
+        favour.append((label, [sign_test(r, better) for r in ratios]))
     hwm = {t: max(rows[("max", t)]["hwm_kib"] or [0]) for t in targets}
     if hwm.get("b"):
         cells = [f"{hwm[n] / hwm[d]:.2f}" for n, d in pairs]
