@@ -61,9 +61,10 @@ pub enum Command {
         /// File holding the webhook secret.
         #[arg(long, value_name = "F")]
         secret_file: PathBuf,
-        /// Which sample event to send.
+        /// Which sample event to send; `ping` sends a test ping (an event
+        /// hookgate does not know), as the provider does when an endpoint is saved.
         #[arg(long, value_name = "E", default_value = "popup.converted",
-              value_parser = ["popup.shown", "popup.clicked", "popup.converted", "popup.closed"])]
+              value_parser = ["popup.shown", "popup.clicked", "popup.converted", "popup.closed", "ping"])]
         event: String,
         /// Send this file's bytes instead of a sample event.
         #[arg(long, value_name = "FILE")]
@@ -300,6 +301,10 @@ pub fn sample_event(event: &str) -> Vec<u8> {
                 .ok()
         })
         .unwrap_or_else(|| "2026-04-26T12:00:00Z".to_owned());
+    if event == "ping" {
+        let doc = serde_json::json!({ "event": "ping", "timestamp": now });
+        return serde_json::to_vec(&doc).unwrap_or_default();
+    }
     let mut doc = serde_json::json!({
         "event": event,
         "campaign_id": "camp_hookgate_sample",

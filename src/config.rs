@@ -249,6 +249,24 @@ pub struct RouteConfig {
     /// every check runs, but failures are forwarded too, marked
     /// `X-Webhook-Verified: false` with `X-Webhook-Verdict: <error code>`.
     pub mode: String,
+    /// What happens to an authentic JSON object whose `event` is absent or
+    /// none of the four (the provider's test ping): "acknowledge" (200
+    /// `{"status":"acknowledged"}`, nothing forwarded), "forward" (forwarded
+    /// like a known event) or "reject" (422 `invalid_payload`).
+    pub unknown_events: UnknownEvents,
+}
+
+/// `routes[].unknown_events`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownEvents {
+    /// 200 `{"status":"acknowledged"}`; nothing reaches the app.
+    #[default]
+    Acknowledge,
+    /// Forwarded like a known event.
+    Forward,
+    /// 422 `invalid_payload`, as for any schema violation.
+    Reject,
 }
 
 impl Default for RouteConfig {
@@ -263,6 +281,7 @@ impl Default for RouteConfig {
             signature_header: "X-CoolPopup-Signature".to_owned(),
             signature_encoding: "hex".to_owned(),
             mode: "enforce".to_owned(),
+            unknown_events: UnknownEvents::default(),
         }
     }
 }

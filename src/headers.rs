@@ -97,10 +97,10 @@ pub struct Forwarding<'a> {
     pub request_id: &'a HeaderValue,
     /// The route name, for `X-Webhook-Route`.
     pub route: &'a HeaderValue,
-    /// Passed: the event name and campaign id (`X-Webhook-Verified: true`,
-    /// `X-Webhook-Event`, `X-Webhook-Campaign-Id`). Failed, in shadow mode:
+    /// Passed: the event name and campaign id, each where it can be a header
+    /// (`X-Webhook-Verified: true`, `X-Webhook-Event`, `X-Webhook-Campaign-Id`). Failed, in shadow mode:
     /// the error code (`X-Webhook-Verified: false`, `X-Webhook-Verdict`).
-    pub verdict: Result<(&'static str, HeaderValue), &'static str>,
+    pub verdict: Result<(Option<HeaderValue>, Option<HeaderValue>), &'static str>,
     /// The exact body length, for `Content-Length`.
     pub content_length: usize,
 }
@@ -159,8 +159,12 @@ pub fn normalize_request(
     match f.verdict {
         Ok((event, campaign_id)) => {
             headers.insert(X_WEBHOOK_VERIFIED.clone(), HeaderValue::from_static("true"));
-            headers.insert(X_WEBHOOK_EVENT.clone(), HeaderValue::from_static(event));
-            headers.insert(X_WEBHOOK_CAMPAIGN_ID.clone(), campaign_id);
+            if let Some(event) = event {
+                headers.insert(X_WEBHOOK_EVENT.clone(), event);
+            }
+            if let Some(campaign_id) = campaign_id {
+                headers.insert(X_WEBHOOK_CAMPAIGN_ID.clone(), campaign_id);
+            }
         }
         Err(code) => {
             headers.insert(
@@ -262,7 +266,10 @@ mod tests {
                 original_host,
                 request_id: &rid,
                 route: &route,
-                verdict: Ok(("popup.clicked", HeaderValue::from_static("camp_1"))),
+                verdict: Ok((
+                    Some(HeaderValue::from_static("popup.clicked")),
+                    Some(HeaderValue::from_static("camp_1")),
+                )),
                 content_length: 42,
             },
         );

@@ -61,8 +61,32 @@ impl fmt::Display for EventKind {
 pub struct Event<'a> {
     /// The event kind.
     pub kind: EventKind,
-    /// The campaign id (non-empty, no control characters: it becomes a header).
+    /// The campaign id (1 to 256 bytes, no control characters: it becomes a header).
     pub campaign_id: Cow<'a, str>,
+    /// When the event happened (the signed `timestamp`).
+    pub timestamp: time::OffsetDateTime,
+}
+
+/// An authentic JSON object whose `event` is absent or none of the four
+/// names (the provider's test ping, say): the route's `unknown_events`
+/// decides what happens to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown<'a> {
+    /// The `event` string, if there is one.
+    pub name: Option<Cow<'a, str>>,
+    /// The `campaign_id`, when it meets the limits a header needs.
+    pub campaign_id: Option<Cow<'a, str>>,
+    /// What a route that rejects unknown events reports (422).
+    pub violations: Vec<Violation>,
+}
+
+/// A body that passed: one of the four events, or an unknown one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validated<'a> {
+    /// One of the four events, fully checked against the schema.
+    Known(Event<'a>),
+    /// An event hookgate does not know; only its JSON was checked.
+    Unknown(Unknown<'a>),
 }
 
 /// One schema violation.
@@ -84,7 +108,7 @@ pub enum PayloadError {
 }
 
 /// Parses and checks a body against the schema.
-pub fn validate(body: &[u8]) -> Result<Event<'_>, PayloadError> {
+pub fn validate(body: &[u8]) -> Result<Validated<'_>, PayloadError> {
     // One UTF-8 check of the whole body is much cheaper than serde_json's
     // check of each string on its own, and accepts the same bodies: outside
     // strings any non-ASCII byte is a syntax error anyway.
@@ -467,39 +491,64 @@ fn required_str<'a, 'de>(
 }
 
 impl<'de> TopLevel<'de> {
-    fn check(self) -> Result<Event<'de>, PayloadError> {
+    fn check(self) -> Result<Validated<'de>, PayloadError> {
         let mut out = Vec::new();
-        let kind = required_str(&mut out, "/event", &self.event).and_then(|name| {
-            let kind = EventKind::from_name(name);
-            if kind.is_none() {
-                violation(
-                    &mut out,
-                    "/event",
-                    "must be one of popup.shown, popup.clicked, popup.converted, popup.closed",
-                );
+        // An absent event, or a string that names none of the four, is an
+        // event hookgate does not know (the provider's test ping); any other
+        // type (42, null) is a malformed body.
+        let mut unknown: Option<Option<Cow<'de, str>>> = None;
+        let kind = match &self.event {
+            None => {
+                unknown = Some(None);
+                violation(&mut out, "/event", REQUIRED);
+                None
             }
-            kind
-        });
-        if let Some(id) = required_str(&mut out, "/campaign_id", &self.campaign_id) {
-            if id.is_empty() {
-                violation(&mut out, "/campaign_id", "must not be empty");
-            } else if id.chars().any(char::is_control) {
-                violation(
-                    &mut out,
-                    "/campaign_id",
-                    "must not contain control characters",
-                );
+            Some(Shape::Str(name)) => {
+                let kind = EventKind::from_name(name);
+                if kind.is_none() {
+                    unknown = Some(Some(name.clone()));
+                    violation(
+                        &mut out,
+                        "/event",
+                        "must be one of popup.shown, popup.clicked, popup.converted, popup.closed",
+                    );
+                }
+                kind
             }
+            Some(_) => {
+                violation(&mut out, "/event", MUST_BE_STRING);
+                None
+            }
+        };
+        let campaign_id = required_str(&mut out, "/campaign_id", &self.campaign_id);
+        if let Some(id) = campaign_id
+            && let Err(message) = check_campaign_id(id)
+        {
+            violation(&mut out, "/campaign_id", message);
+        }
+        if let Some(name) = unknown {
+            // Nothing else is checked for an event hookgate cannot judge; the
+            // violations are kept for routes that reject unknown events.
+            let campaign_id = campaign_id
+                .filter(|id| check_campaign_id(id).is_ok())
+                .cloned();
+            return Ok(Validated::Unknown(Unknown {
+                name,
+                campaign_id,
+                violations: out,
+            }));
         }
         required_str(&mut out, "/campaign_name", &self.campaign_name);
+        let mut timestamp = None;
         if let Some(ts) = required_str(&mut out, "/timestamp", &self.timestamp) {
             let format = time::format_description::well_known::Rfc3339;
-            if time::OffsetDateTime::parse(ts, &format).is_err() {
-                violation(
+            match time::OffsetDateTime::parse(ts, &format) {
+                Ok(t) => timestamp = Some(t),
+                Err(_) => violation(
                     &mut out,
                     "/timestamp",
                     "must be an RFC 3339 date-time with offset, e.g. 2026-04-26T12:00:00Z",
-                );
+                ),
             }
         }
         if let Some(u) = required_str(&mut out, "/page_url", &self.page_url)
@@ -513,34 +562,55 @@ impl<'de> TopLevel<'de> {
         }
         let converted = kind == Some(EventKind::Converted);
         match &self.visitor {
-            None if converted => violation(&mut out, "/visitor", "is required on popup.converted"),
-            None => {}
+            // `null` is the same as absent.
+            None | Some((Shape::Null, _)) if converted => {
+                violation(&mut out, "/visitor", "is required on popup.converted")
+            }
+            None | Some((Shape::Null, _)) => {}
             Some((shape, _)) if *shape != Shape::Object => {
                 violation(&mut out, "/visitor", "must be an object")
             }
             Some((_, v)) => v.check(converted, &mut out),
         }
-        match kind {
-            Some(kind) if out.is_empty() => {
-                let Some(Shape::Str(id)) = self.campaign_id else {
-                    // Unreachable: an absent or non-string id was reported above.
-                    return Err(PayloadError::Invalid(out));
-                };
-                Ok(Event {
+        match (kind, campaign_id, timestamp) {
+            (Some(kind), Some(id), Some(timestamp)) if out.is_empty() => {
+                Ok(Validated::Known(Event {
                     kind,
-                    campaign_id: id,
-                })
+                    campaign_id: id.clone(),
+                    timestamp,
+                }))
             }
             _ => Err(PayloadError::Invalid(out)),
         }
     }
 }
 
+/// The longest `campaign_id` accepted, in bytes of UTF-8 (it becomes a header).
+pub const MAX_CAMPAIGN_ID_BYTES: usize = 256;
+
+/// `campaign_id`: 1 to 256 bytes, no control character (Unicode Cc), not
+/// only white space.
+fn check_campaign_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        Err("must not be empty")
+    } else if id.len() > MAX_CAMPAIGN_ID_BYTES {
+        Err("must be at most 256 bytes")
+    } else if id.chars().any(char::is_control) {
+        Err("must not contain control characters")
+    } else if id.chars().all(char::is_whitespace) {
+        Err("must not be only white space")
+    } else {
+        Ok(())
+    }
+}
+
 impl VisitorObject<'_> {
     fn check(&self, converted: bool, out: &mut Vec<Violation>) {
         match &self.email {
-            None if converted => violation(out, "/visitor/email", "is required on popup.converted"),
-            None => {}
+            None | Some(Shape::Null) if converted => {
+                violation(out, "/visitor/email", "is required on popup.converted")
+            }
+            None | Some(Shape::Null) => {}
             Some(Shape::Str(email)) if !is_plausible_email(email) => {
                 violation(out, "/visitor/email", "must be a plausible email address");
             }
@@ -548,10 +618,10 @@ impl VisitorObject<'_> {
             Some(_) => violation(out, "/visitor/email", MUST_BE_STRING),
         }
         match &self.fields {
-            None if converted => {
+            None | Some((Shape::Null, _)) if converted => {
                 violation(out, "/visitor/fields", "is required on popup.converted")
             }
-            None => {}
+            None | Some((Shape::Null, _)) => {}
             Some((Shape::Object, fields)) => {
                 for path in &fields.bad {
                     out.push(Violation {
@@ -834,14 +904,29 @@ mod tests {
         }
     }
 
+    fn known(body: &str) -> Event<'_> {
+        match validate(body.as_bytes()) {
+            Ok(Validated::Known(e)) => e,
+            other => panic!("expected a known event, got {other:?}"),
+        }
+    }
+
+    fn unknown(body: &str) -> Unknown<'_> {
+        match validate(body.as_bytes()) {
+            Ok(Validated::Unknown(u)) => u,
+            other => panic!("expected an unknown event, got {other:?}"),
+        }
+    }
+
     fn is_invalid_json(body: &[u8]) -> bool {
         matches!(validate(body), Err(PayloadError::InvalidJson(_)))
     }
 
     #[test]
     fn accepts_the_spec_example() {
-        let e = validate(CONVERTED.as_bytes()).unwrap();
+        let e = known(CONVERTED);
         assert_eq!(e.kind, EventKind::Converted);
+        assert_eq!(e.timestamp.unix_timestamp(), 1_777_204_800);
         assert_eq!(e.campaign_id, "camp_abc123");
         assert!(
             matches!(e.campaign_id, Cow::Borrowed(_)),
@@ -855,7 +940,7 @@ mod tests {
             let body = format!(
                 r#"{{"event":"{kind}","campaign_id":"c","campaign_name":"","timestamp":"2026-04-26T12:00:00+02:00","page_url":"http://x.example/","extra":{{"a":[1,{{"b":null}}]}}}}"#
             );
-            assert_eq!(validate(body.as_bytes()).unwrap().kind.as_str(), kind);
+            assert_eq!(known(&body).kind.as_str(), kind);
         }
     }
 
@@ -908,17 +993,115 @@ mod tests {
     }
 
     #[test]
-    fn unknown_event_and_wrong_types() {
-        let body = r#"{"event":"popup.exploded","campaign_id":7,"campaign_name":null,"timestamp":1,"page_url":"ftp://x.example/"}"#;
+    fn unknown_events_are_told_apart_from_malformed_ones() {
+        let u = unknown(r#"{"event":"ping"}"#);
+        assert_eq!(u.name.as_deref(), Some("ping"));
+        assert_eq!(u.campaign_id, None);
+        let u = unknown("{}");
+        assert_eq!(u.name, None);
+        let paths: Vec<&str> = u.violations.iter().map(|v| v.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["/event", "/campaign_id"],
+            "kept for routes that reject"
+        );
+        let u = unknown(r#"{"event":"popup.hovered","campaign_id":"camp_1","page_url":5}"#);
+        assert_eq!(u.campaign_id.as_deref(), Some("camp_1"));
+        assert_eq!(
+            unknown(r#"{"event":"x","campaign_id":" "}"#).campaign_id,
+            None
+        );
+        // An event that is not a string is a malformed body, not an unknown one.
+        for body in [
+            r#"{"event":42}"#,
+            r#"{"event":null}"#,
+            r#"{"event":["ping"]}"#,
+        ] {
+            assert!(
+                paths_of_invalid(body).contains(&"/event".to_owned()),
+                "{body}"
+            );
+        }
+        // Duplicate keys are still invalid JSON, whatever the event.
+        assert!(is_invalid_json(br#"{"event":"ping","a":1,"a":2}"#));
+    }
+
+    fn paths_of_invalid(body: &str) -> Vec<String> {
+        paths(body)
+    }
+
+    #[test]
+    fn null_is_absent_for_optional_fields_and_missing_on_converted() {
+        let base = r#"{"event":"EV","campaign_id":"c","campaign_name":"n","timestamp":"2026-04-26T12:00:00Z","page_url":"https://a.example/","visitor":VIS}"#;
+        for visitor in [
+            "null",
+            r#"{"email":null,"fields":null}"#,
+            r#"{"email":"j@example.com","fields":null}"#,
+        ] {
+            let body = base.replace("EV", "popup.shown").replace("VIS", visitor);
+            assert_eq!(known(&body).kind, EventKind::Shown, "{visitor}");
+        }
+        for (visitor, want) in [
+            ("null", "/visitor"),
+            (r#"{"email":null,"fields":{}}"#, "/visitor/email"),
+            (
+                r#"{"email":"j@example.com","fields":null}"#,
+                "/visitor/fields",
+            ),
+        ] {
+            let body = base
+                .replace("EV", "popup.converted")
+                .replace("VIS", visitor);
+            assert_eq!(paths(&body), vec![want], "{visitor}");
+        }
+        let body = base
+            .replace("EV", "popup.shown")
+            .replace("VIS", "null")
+            .replace(r#""n""#, "null");
+        assert_eq!(
+            paths(&body),
+            vec!["/campaign_name"],
+            "campaign_name is required, not optional"
+        );
+    }
+
+    #[test]
+    fn campaign_id_limits() {
+        let base = r#"{"event":"popup.shown","campaign_id":ID,"campaign_name":"n","timestamp":"2026-04-26T12:00:00Z","page_url":"https://a.example/"}"#;
+        let ok = |id: &str| {
+            known(&base.replace("ID", &serde_json::to_string(id).unwrap()))
+                .campaign_id
+                .into_owned()
+        };
+        assert_eq!(ok(&"é".repeat(128)), "é".repeat(128), "256 bytes");
+        assert_eq!(ok(" a "), " a ");
+        let long = serde_json::to_string(&"x".repeat(257)).unwrap();
+        let long_utf8 = serde_json::to_string(&"é".repeat(129)).unwrap();
+        // JSON literals: empty, only white space, too long (bytes, not
+        // characters), a C0 and a C1 control character.
+        for bad in [
+            r#""""#,
+            r#"" ""#,
+            r#""\t\n""#,
+            &long,
+            &long_utf8,
+            r#""a\u0007b""#,
+            r#""a\u0085b""#,
+        ] {
+            assert_eq!(
+                paths(&base.replace("ID", bad)),
+                vec!["/campaign_id"],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_types_are_listed() {
+        let body = r#"{"event":"popup.shown","campaign_id":7,"campaign_name":null,"timestamp":1,"page_url":"ftp://x.example/"}"#;
         assert_eq!(
             paths(body),
-            vec![
-                "/event",
-                "/campaign_id",
-                "/campaign_name",
-                "/timestamp",
-                "/page_url"
-            ]
+            vec!["/campaign_id", "/campaign_name", "/timestamp", "/page_url"]
         );
     }
 

@@ -21,10 +21,11 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 
+use crate::config::UnknownEvents;
 use crate::error::{Fault, Rejection};
 use crate::headers::{self, Forwarding};
 use crate::metrics::Metrics;
-use crate::payload::{self, EventKind, PayloadError, Violation};
+use crate::payload::{self, EventKind, PayloadError, Validated, Violation};
 use crate::signature::{self, SignatureError};
 use crate::state::{Route, Routes};
 use crate::upstream::Upstream;
@@ -115,7 +116,34 @@ pub struct Verified {
     parts: Parts,
     body: Bytes,
     route: Arc<Route>,
-    verdict: Result<(EventKind, HeaderValue), Rejection>,
+    verdict: Result<Passed, Rejection>,
+}
+
+/// What a request that passed every check is.
+enum Passed {
+    /// One of the four events.
+    Known {
+        event: EventKind,
+        campaign_id: HeaderValue,
+    },
+    /// An event hookgate does not know, on a route that forwards those:
+    /// the `X-Webhook-Event` and `X-Webhook-Campaign-Id` values, where
+    /// they are clean enough to be headers.
+    Unknown {
+        event: Option<HeaderValue>,
+        campaign_id: Option<HeaderValue>,
+    },
+    /// An event hookgate does not know, on a route that acknowledges those.
+    Acknowledged,
+}
+
+/// `[A-Za-z0-9._-]{1,64}`: an unknown event name that may become `X-Webhook-Event`.
+fn event_token(name: &str) -> Option<HeaderValue> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    ok.then(|| HeaderValue::from_str(name).ok()).flatten()
 }
 
 /// The request for the upstream, built only from a [`Verified`] request.
@@ -139,7 +167,11 @@ impl fmt::Debug for Verified {
                 &self
                     .verdict
                     .as_ref()
-                    .map(|(e, _)| e)
+                    .map(|p| match p {
+                        Passed::Known { event, .. } => event.as_str(),
+                        Passed::Unknown { .. } => "unknown",
+                        Passed::Acknowledged => "acknowledged",
+                    })
                     .map_err(Rejection::code),
             )
             .field("body_len", &self.body.len())
@@ -196,7 +228,7 @@ impl Unverified {
         })
     }
 
-    fn check(&self) -> Result<(EventKind, HeaderValue), Rejection> {
+    fn check(&self) -> Result<Passed, Rejection> {
         let route = &self.route;
         let mut values = self.parts.headers.get_all(&route.signature_header).iter();
         let value = match (values.next(), values.next()) {
@@ -211,10 +243,25 @@ impl Unverified {
         signature::verify(&self.body, &tag, &route.secrets().secrets)
             .map_err(Rejection::InvalidSignature)?;
 
-        let event = payload::validate(&self.body).map_err(|e| match e {
+        let validated = payload::validate(&self.body).map_err(|e| match e {
             PayloadError::InvalidJson(m) => Rejection::InvalidJson(m),
             PayloadError::Invalid(v) => Rejection::InvalidPayload(v),
         })?;
+        let event = match validated {
+            Validated::Known(event) => event,
+            Validated::Unknown(unknown) => {
+                return match route.unknown_events {
+                    UnknownEvents::Acknowledge => Ok(Passed::Acknowledged),
+                    UnknownEvents::Reject => Err(Rejection::InvalidPayload(unknown.violations)),
+                    UnknownEvents::Forward => Ok(Passed::Unknown {
+                        event: unknown.name.as_deref().and_then(event_token),
+                        campaign_id: unknown
+                            .campaign_id
+                            .and_then(|id| HeaderValue::from_str(&id).ok()),
+                    }),
+                };
+            }
+        };
         if !route.allows(event.kind) {
             return Err(Rejection::EventNotAllowed(event.kind.as_str()));
         }
@@ -224,14 +271,25 @@ impl Unverified {
                 message: "cannot be carried in an HTTP header",
             }])
         })?;
-        Ok((event.kind, campaign_id))
+        Ok(Passed::Known {
+            event: event.kind,
+            campaign_id,
+        })
     }
 }
 
 impl Verified {
     /// The event kind, if the request passed.
     pub fn event(&self) -> Option<EventKind> {
-        self.verdict.as_ref().ok().map(|(e, _)| *e)
+        match &self.verdict {
+            Ok(Passed::Known { event, .. }) => Some(*event),
+            _ => None,
+        }
+    }
+
+    /// An unknown event that the route acknowledges without forwarding.
+    fn acknowledged(&self) -> bool {
+        matches!(self.verdict, Ok(Passed::Acknowledged))
     }
 
     /// The error code a shadow-mode request failed with.
@@ -283,9 +341,16 @@ impl Verified {
                 original_host,
                 request_id,
                 route: &route.name_header,
-                verdict: verdict
-                    .map(|(event, campaign_id)| (event.as_str(), campaign_id))
-                    .map_err(|r| r.code()),
+                verdict: match verdict {
+                    Ok(Passed::Known { event, campaign_id }) => Ok((
+                        Some(HeaderValue::from_static(event.as_str())),
+                        Some(campaign_id),
+                    )),
+                    Ok(Passed::Unknown { event, campaign_id }) => Ok((event, campaign_id)),
+                    // Answered before forwarding; never reaches here.
+                    Ok(Passed::Acknowledged) => Ok((None, None)),
+                    Err(r) => Err(r.code()),
+                },
                 content_length: body.len(),
             },
         );
@@ -435,6 +500,8 @@ struct Outcome {
 
 enum Answer {
     Ping,
+    /// An unknown event the route acknowledges: 200, nothing forwarded.
+    Acknowledged,
     Upstream(Response<Bytes>),
 }
 
@@ -534,6 +601,16 @@ where
             };
         }
     };
+    if verified.acknowledged() {
+        return Outcome {
+            shadow: route.shadow,
+            route: Some(route),
+            event: None,
+            failed_with: None,
+            result: Ok(Answer::Acknowledged),
+            close: false,
+        };
+    }
     let event = verified.event();
     let failed_with = verified.failed_with();
     let result = match verified.into_upstream_request(&app.upstream, peer, request_id) {
@@ -578,6 +655,16 @@ fn respond(
                 HeaderValue::from_static("application/json"),
             );
             (r, "ping", None)
+        }
+        Ok(Answer::Acknowledged) => {
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                b"{\"status\":\"acknowledged\"}\n",
+            )));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            (r, "acknowledged", None)
         }
         Ok(Answer::Upstream(up)) => {
             let (mut parts, body) = up.into_parts();

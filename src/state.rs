@@ -83,6 +83,8 @@ pub struct Route {
     pub events: Vec<EventKind>,
     /// Shadow mode: failures are forwarded too, marked unverified.
     pub shadow: bool,
+    /// What happens to events hookgate does not know.
+    pub unknown_events: crate::config::UnknownEvents,
     /// Where the secrets come from (config order: files, then env).
     pub sources: Vec<SecretSource>,
     secrets: ArcSwap<SecretSet>,
@@ -229,6 +231,7 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
         encoding: encoding?,
         events,
         shadow: rc.mode == "shadow",
+        unknown_events: rc.unknown_events,
         sources,
         secrets: ArcSwap::from_pointee(SecretSet { secrets, digests }),
     })

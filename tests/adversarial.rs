@@ -696,8 +696,7 @@ fn deep_nesting_does_not_overflow_the_stack() {
         let r = hookgate::payload::validate(&body);
         assert!(
             matches!(r, Err(hookgate::payload::PayloadError::InvalidJson(_))),
-            "{:?}",
-            r.map(|e| e.kind)
+            "{r:?}"
         );
     }
 }
@@ -716,10 +715,6 @@ async fn valid_json_that_breaks_the_schema_is_422() {
         ("null", b"null".to_vec()),
         ("true", b"true".to_vec()),
         (
-            "60 KB event name",
-            valid.replace("popup.converted", &huge).into_bytes(),
-        ),
-        (
             "60 KB email",
             valid
                 .replacen("jane@example.com", &format!("{huge}@x"), 1)
@@ -736,12 +731,6 @@ async fn valid_json_that_breaks_the_schema_is_422() {
                 .into_bytes(),
         ),
         (
-            "event with an escaped NUL",
-            valid
-                .replace("popup.converted", "popup.converted\\u0000")
-                .into_bytes(),
-        ),
-        (
             "number as event",
             valid.replace("\"popup.converted\"", "1e300").into_bytes(),
         ),
@@ -754,6 +743,23 @@ async fn valid_json_that_breaks_the_schema_is_422() {
         assert!(
             reply.body.len() < 1024,
             "{what}: error body echoes the input?"
+        );
+    }
+    // Hostile event names are events hookgate does not know: acknowledged
+    // (the default `unknown_events`), never forwarded, never echoed.
+    for (what, body) in [
+        ("60 KB event name", valid.replace("popup.converted", &huge)),
+        (
+            "event with an escaped NUL",
+            valid.replace("popup.converted", "popup.converted\\u0000"),
+        ),
+    ] {
+        let reply = sidecar.post(ROUTE, body.as_bytes()).await;
+        assert_eq!(reply.status, 200, "{what}: {:?}", reply.body);
+        assert_eq!(reply.json()["status"], "acknowledged", "{what}");
+        assert!(
+            reply.body.len() < 1024,
+            "{what}: the answer echoes the input?"
         );
     }
     upstream.assert_nothing();
@@ -799,6 +805,8 @@ async fn signature_header_variants_over_http1() {
         format!("{good}   "),
         format!("\t{good}\t"),
         format!(" sha256={good} "),
+        format!("SHA256={good}"),
+        format!("Sha256={}", good.to_uppercase()),
     ];
     for sig in &accepted {
         let line = format!("X-CoolPopup-Signature: {sig}");
@@ -820,7 +828,6 @@ async fn signature_header_variants_over_http1() {
         base64::engine::general_purpose::STANDARD.encode(hex::decode(&good).unwrap())
     };
     let refused = [
-        format!("SHA256={good}"),
         format!("sha1={good}"),
         format!("sha256:{good}"),
         format!("sha256= {good}"),

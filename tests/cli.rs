@@ -627,6 +627,25 @@ async fn send_signs_and_posts_through_a_served_sidecar_which_stops_on_sigterm() 
         "the default sample"
     );
 
+    // --event ping: the provider's test ping, acknowledged and not forwarded.
+    let mut cmd = send_trusted(&served, &m);
+    cmd.args(["--event", "ping"]);
+    let ran = run_async(cmd).await;
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert!(ran.stdout.starts_with("200"), "stdout:\n{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("acknowledged"),
+        "stdout:\n{}",
+        ran.stdout
+    );
+    upstream.assert_nothing();
+
     // --body: exactly those bytes.
     let body = String::from_utf8(body_of("popup.shown"))
         .unwrap()

@@ -330,14 +330,14 @@ async fn schema_violations_are_422_with_every_path() {
         .post("/webhooks/coolpopup", b"[1,2]")
         .await
         .expect_error(422, "invalid_payload");
-    // Unknown event.
-    let unknown = String::from_utf8(body_of("popup.shown"))
-        .unwrap()
-        .replace("popup.shown", "popup.exploded");
-    sidecar
-        .post("/webhooks/coolpopup", unknown.as_bytes())
-        .await
-        .expect_error(422, "invalid_payload");
+    // An event that is not a string is malformed, not unknown.
+    for event in ["42", "null"] {
+        let body = format!(r#"{{"event":{event},"campaign_id":"c"}}"#);
+        sidecar
+            .post("/webhooks/coolpopup", body.as_bytes())
+            .await
+            .expect_error(422, "invalid_payload");
+    }
     upstream.assert_nothing();
 }
 

@@ -29,12 +29,15 @@ use http::{HeaderName, HeaderValue, Method, Request};
 
 /// `signature::parse` in both encodings: never panics; whatever it accepts
 /// is exactly one canonical spelling of the 32 bytes (hex: 64 digits in
-/// either case, optional `sha256=`; base64: the standard encoding, padding
+/// either case, optional `sha256=` in any case; base64: the standard encoding, padding
 /// optional), and re-encoding the bytes parses back to them. The input also
 /// keys an HMAC: the true tag verifies, a flipped bit does not.
 pub fn signature_header(data: &[u8]) {
     if let Ok(mac) = signature::parse(data, Encoding::Hex) {
-        let digits = data.strip_prefix(b"sha256=").unwrap_or(data);
+        let digits = match data.split_at_checked(7) {
+            Some((prefix, rest)) if prefix.eq_ignore_ascii_case(b"sha256=") => rest,
+            _ => data,
+        };
         let canonical = hex::encode(mac);
         assert!(
             digits.eq_ignore_ascii_case(canonical.as_bytes()),
@@ -45,6 +48,7 @@ pub fn signature_header(data: &[u8]) {
             canonical.to_uppercase(),
             format!("sha256={canonical}"),
             format!("sha256={}", canonical.to_uppercase()),
+            format!("SHA256={canonical}"),
         ] {
             assert_eq!(
                 signature::parse(spelling.as_bytes(), Encoding::Hex),
@@ -96,24 +100,42 @@ fn raw_mac(key: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
 /// and every violation's path points into it (or names a missing member of
 /// an object that exists).
 pub fn payload(data: &[u8]) {
-    use hookgate::payload::{PayloadError, validate};
+    use hookgate::payload::{PayloadError, Validated, validate};
     match validate(data) {
-        Ok(event) => {
+        Ok(validated) => {
             let value: serde_json::Value = serde_json::from_slice(data)
                 .unwrap_or_else(|e| panic!("validate accepted what serde_json refuses: {e}"));
             let object = value
                 .as_object()
                 .unwrap_or_else(|| panic!("validate accepted a non-object"));
-            assert_eq!(
-                object.get("event").and_then(|v| v.as_str()),
-                Some(event.kind.as_str())
-            );
-            assert_eq!(
-                object.get("campaign_id").and_then(|v| v.as_str()),
-                Some(&*event.campaign_id)
-            );
-            assert!(!event.campaign_id.is_empty());
-            assert!(!event.campaign_id.chars().any(char::is_control));
+            let event = object.get("event");
+            let campaign_id = object.get("campaign_id").and_then(|v| v.as_str());
+            match validated {
+                Validated::Known(e) => {
+                    assert_eq!(event.and_then(|v| v.as_str()), Some(e.kind.as_str()));
+                    assert_eq!(campaign_id, Some(&*e.campaign_id));
+                    assert!(!e.campaign_id.is_empty() && e.campaign_id.len() <= 256);
+                    assert!(!e.campaign_id.chars().any(char::is_control));
+                }
+                Validated::Unknown(u) => {
+                    // Absent, or a string that names none of the four.
+                    match event {
+                        None => assert!(u.name.is_none()),
+                        Some(v) => {
+                            let name = v.as_str().unwrap_or_else(|| {
+                                panic!("a non-string event was taken as unknown")
+                            });
+                            assert_eq!(u.name.as_deref(), Some(name));
+                            assert!(hookgate::payload::EventKind::from_name(name).is_none());
+                        }
+                    }
+                    if let Some(id) = &u.campaign_id {
+                        assert_eq!(campaign_id, Some(&**id));
+                        assert!(!id.is_empty() && id.len() <= 256);
+                        assert!(!id.chars().any(char::is_control));
+                    }
+                }
+            }
         }
         Err(PayloadError::Invalid(violations)) => {
             assert!(!violations.is_empty(), "422 without a violation");

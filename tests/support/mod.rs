@@ -30,7 +30,21 @@ use tokio::sync::{mpsc, oneshot};
 pub const SECRET: &[u8] = b"whsec-test-primary-0123456789";
 pub const SECRET_OLD: &[u8] = b"whsec-test-previous-9876543210";
 
-/// A body with the spec's example shape for `event`.
+/// The fixtures' `timestamp`: the time the test process started, so every
+/// body is fresh (the replay window refuses old events) and two bodies of
+/// the same event built in one test are byte-identical.
+pub fn fixture_time() -> &'static str {
+    static NOW: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NOW.get_or_init(|| {
+        time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    })
+}
+
+/// A body with the spec's example shape for `event`, stamped [`fixture_time`].
 pub fn body_of(event: &str) -> Vec<u8> {
     let visitor = if event == "popup.converted" {
         r#","visitor":{"email":"jane@example.com","fields":{"name":"Jane Smith","email":"jane@example.com"}}"#
@@ -38,7 +52,8 @@ pub fn body_of(event: &str) -> Vec<u8> {
         ""
     };
     format!(
-        r#"{{"event":"{event}","campaign_id":"camp_abc123","campaign_name":"Summer Sale Popup","timestamp":"2026-04-26T12:00:00Z"{visitor},"page_url":"https://yoursite.com/products/summer-sale"}}"#
+        r#"{{"event":"{event}","campaign_id":"camp_abc123","campaign_name":"Summer Sale Popup","timestamp":"{now}"{visitor},"page_url":"https://yoursite.com/products/summer-sale"}}"#,
+        now = fixture_time()
     )
     .into_bytes()
 }
