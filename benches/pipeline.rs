@@ -211,7 +211,10 @@ fn header_normalization(c: &mut Criterion) {
                         original_host,
                         request_id: &request_id,
                         route: &w.route.name_header,
-                        verdict: Ok(("popup.converted", HeaderValue::from_static("camp_abc123"))),
+                        verdict: Ok((
+                            Some(HeaderValue::from_static("popup.converted")),
+                            Some(HeaderValue::from_static("camp_abc123")),
+                        )),
                         content_length: body.len(),
                     },
                 );

@@ -9,9 +9,8 @@ use support::*;
 
 /// Bodies the provider's undocumented test ping might have.
 fn pings() -> Vec<Vec<u8>> {
-    let exploded = String::from_utf8(body_of("popup.shown"))
-        .unwrap()
-        .replace("popup.shown", "popup.exploded");
+    let shown = body_of("popup.shown");
+    let exploded = String::from_utf8_lossy(&shown).replace("popup.shown", "popup.exploded");
     vec![
         br#"{"event":"ping"}"#.to_vec(),
         b"{}".to_vec(),
