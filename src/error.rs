@@ -9,12 +9,13 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
 
+use crate::forward::upstream::TransportError;
 use crate::payload::Violation;
-use crate::signature::SignatureError;
+use crate::verify::signature::SignatureError;
 
 /// Who caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// The caller sent something wrong (4xx).
     Client,
     /// The app behind hookgate failed (502/504).
@@ -25,7 +26,7 @@ pub enum Fault {
 
 /// Why a request was not forwarded (or the forward failed).
 #[derive(Debug, thiserror::Error)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// Plain HTTP from a peer that is not a trusted proxy, or without
     /// `X-Forwarded-Proto: https` (only with `server.tls.enabled = false`).
     #[error("HTTPS is required: send through the TLS-terminating proxy")]
@@ -68,10 +69,10 @@ pub enum Rejection {
     EventNotAllowed(&'static str),
     /// The upstream refused the connection, reset it, or sent garbage.
     #[error("the upstream app is unavailable")]
-    UpstreamUnavailable,
+    UpstreamUnavailable(#[source] TransportError),
     /// The upstream did not answer within `upstream.timeout`.
     #[error("the upstream app did not answer in time")]
-    UpstreamTimeout,
+    UpstreamTimeout(#[source] TransportError),
     /// Something in hookgate failed.
     #[error("internal error")]
     Internal,
@@ -93,8 +94,8 @@ impl Rejection {
             Self::BodyIncomplete { timed_out: false } => StatusCode::BAD_REQUEST,
             Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::InvalidPayload(_) | Self::EventNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -115,8 +116,8 @@ impl Rejection {
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidPayload(_) => "invalid_payload",
             Self::EventNotAllowed(_) => "event_not_allowed",
-            Self::UpstreamUnavailable => "upstream_unavailable",
-            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamUnavailable(_) => "upstream_unavailable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::Internal => "internal_error",
         }
     }
@@ -135,24 +136,9 @@ impl Rejection {
             | Self::InvalidJson(_)
             | Self::InvalidPayload(_)
             | Self::EventNotAllowed(_) => Fault::Client,
-            Self::UpstreamUnavailable | Self::UpstreamTimeout => Fault::Upstream,
+            Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => Fault::Upstream,
             Self::Internal => Fault::Internal,
         }
-    }
-
-    /// True when the answer may go out before the body was read, so the
-    /// connection must be closed after it (the rest of the body is unread).
-    pub fn is_early(&self) -> bool {
-        matches!(
-            self,
-            Self::HttpsRequired
-                | Self::NotFound
-                | Self::MethodNotAllowed
-                | Self::PayloadTooLarge { .. }
-                | Self::UnsupportedContentType
-                | Self::UnsupportedContentEncoding
-                | Self::BodyIncomplete { .. }
-        )
     }
 
     /// The JSON error body: `{"error", "message"[, "details"]}`. Never holds
@@ -189,6 +175,7 @@ impl Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn spec_table_statuses_and_codes() {
@@ -222,8 +209,16 @@ mod tests {
                 422,
                 "event_not_allowed",
             ),
-            (Rejection::UpstreamUnavailable, 502, "upstream_unavailable"),
-            (Rejection::UpstreamTimeout, 504, "upstream_timeout"),
+            (
+                Rejection::UpstreamUnavailable(TransportError::Target),
+                502,
+                "upstream_unavailable",
+            ),
+            (
+                Rejection::UpstreamTimeout(TransportError::Timeout(Duration::from_secs(4))),
+                504,
+                "upstream_timeout",
+            ),
         ];
         for (r, status, code) in rows {
             assert_eq!(r.status().as_u16(), status, "{r:?}");

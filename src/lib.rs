@@ -9,23 +9,27 @@
 //! The library holds all the logic so tests drive it over real sockets:
 //! [`Hookgate::run`] takes already-bound listeners and a shutdown future.
 
-pub mod admin;
-pub mod cli;
-pub mod client;
-pub mod config;
-pub mod error;
-pub mod headers;
-pub mod metrics;
-pub mod payload;
-pub mod pipeline;
-pub mod reload;
-pub mod secret;
-pub mod server;
-pub mod signature;
-pub mod state;
-pub mod telemetry;
-pub mod tls;
-pub mod upstream;
+mod cli;
+mod config;
+mod error;
+mod forward;
+mod ingress;
+mod load;
+mod net;
+mod observe;
+mod payload;
+mod reload;
+mod verify;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use cli::send::{ClientError, Trust, tls_config};
+pub use cli::{Cli, run};
+pub use config::{Config, ConfigErrors, Problem, UnknownEvents};
+pub use load::{Loaded, load, load_all};
+pub use observe::metrics::Metrics;
+pub use reload::{Reloader, Summary as ReloadSummary};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,14 +41,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::AdminState;
 use crate::config::ServerConfig;
-use crate::metrics::Metrics;
-use crate::pipeline::App;
-use crate::reload::Reloader;
-use crate::server::Shared;
-use crate::state::Loaded;
-use crate::upstream::Upstream;
+use crate::forward::upstream::{BadUpstreamUrl, Upstream};
+use crate::ingress::Gate;
+use crate::net::admin::{self, AdminState};
+use crate::net::server::{self, Shared};
+use crate::net::tls;
 
 /// The two listeners, bound by the caller (tests bind `127.0.0.1:0`).
 #[derive(Debug)]
@@ -77,7 +79,7 @@ fn with_addr(e: std::io::Error, key: &str, addr: std::net::SocketAddr) -> std::i
 pub enum StartError {
     /// The upstream URL is unusable.
     #[error(transparent)]
-    Upstream(#[from] upstream::BadUpstreamUrl),
+    Upstream(#[from] BadUpstreamUrl),
     /// The TLS config could not be built.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -85,19 +87,21 @@ pub enum StartError {
 
 /// A ready-to-run sidecar.
 pub struct Hookgate {
-    app: Arc<App>,
+    gate: Arc<Gate>,
     reloader: Arc<Reloader>,
     ready: Arc<AtomicBool>,
     /// None: plain HTTP behind a TLS-terminating proxy.
     acceptor: Option<TlsAcceptor>,
     server: ServerConfig,
     reload_interval: Duration,
+    /// SIGHUP, when the CLI asked for it: reload at once.
+    sighup: Option<tokio::signal::unix::Signal>,
 }
 
 impl std::fmt::Debug for Hookgate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hookgate")
-            .field("app", &self.app)
+            .field("gate", &self.gate)
             .finish_non_exhaustive()
     }
 }
@@ -119,7 +123,7 @@ impl Hookgate {
             &loaded.tls,
             metrics.clone(),
         ));
-        let app = Arc::new(App {
+        let gate = Arc::new(Gate {
             routes: loaded.routes,
             upstream,
             metrics,
@@ -129,52 +133,54 @@ impl Hookgate {
             body_read_timeout: loaded.config.server.body_read_timeout,
         });
         Ok(Self {
-            app,
+            gate,
             reloader,
             ready: Arc::new(AtomicBool::new(false)),
             acceptor,
             server: loaded.config.server,
             reload_interval: loaded.config.reload.interval,
+            sighup: None,
         })
     }
 
-    /// The reloader, for SIGHUP.
+    /// Also reloads on SIGHUP. The handler is installed now, so a SIGHUP
+    /// that arrives once the sidecar is ready never hits the default action.
+    pub fn reload_on_sighup(mut self) -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        self.sighup = Some(signal(SignalKind::hangup())?);
+        Ok(self)
+    }
+
+    /// The reloader (tests call it directly).
     pub fn reloader(&self) -> Arc<Reloader> {
         self.reloader.clone()
     }
 
     /// The metrics registry (tests read it).
     pub fn metrics(&self) -> Arc<Metrics> {
-        self.app.metrics.clone()
+        self.gate.metrics.clone()
     }
 
     /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503 at
     /// once, the listener keeps accepting for `drain_delay`, then closes, and
     /// in-flight requests get `shutdown_grace` to finish.
-    pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+        let stopped = CancellationToken::new();
         let admin = tokio::spawn(admin::serve(
             listeners.admin,
             AdminState {
                 ready: self.ready.clone(),
-                metrics: self.app.metrics.clone(),
+                metrics: self.gate.metrics.clone(),
             },
+            stopped.clone().cancelled_owned(),
         ));
-        let poller = (!self.reload_interval.is_zero()).then(|| {
-            let reloader = self.reloader.clone();
-            let interval = self.reload_interval;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let r = reloader.clone();
-                    let _ = tokio::task::spawn_blocking(move || r.reload()).await;
-                }
-            })
-        });
+        let reloads = tokio::spawn(reload::watch(
+            self.reloader.clone(),
+            self.reload_interval,
+            self.sighup.take(),
+        ));
         let shared = Arc::new(Shared {
-            app: self.app.clone(),
+            gate: self.gate.clone(),
             acceptor: self.acceptor.clone(),
             builder: server::http_builder(&self.server),
             handshake_timeout: self.server.handshake_timeout,
@@ -199,7 +205,7 @@ impl Hookgate {
             listen = %listeners.public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             "hookgate ready"
         );
-        server::accept_loop(
+        server::serve_public(
             &listeners.public,
             shared.clone(),
             self.server.max_connections,
@@ -223,10 +229,9 @@ impl Hookgate {
                 "shutdown_grace elapsed with connections still open; closing them"
             );
         }
-        if let Some(p) = poller {
-            p.abort();
-        }
-        admin.abort();
+        reloads.abort();
+        stopped.cancel();
+        let _ = admin.await;
         tracing::info!("hookgate stopped");
     }
 }

@@ -1,10 +1,10 @@
 //! The `hookgate` binary: parse the command line and hand over to the
-//! library. Everything else lives in `hookgate::cli`.
+//! library. Everything else lives in the library.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    hookgate::cli::run(hookgate::cli::Cli::parse())
+    hookgate::run(hookgate::Cli::parse())
 }

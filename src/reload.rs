@@ -10,12 +10,13 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::metrics::Metrics;
-use crate::state::{Routes, SecretSet, TlsState};
-use crate::tls::{self, CertStore};
+use crate::observe::metrics::Metrics;
+use crate::load::{Routes, SecretSet, TlsState};
+use crate::net::tls::{self, CertStore};
 
 /// Re-reads TLS and secret files and swaps in what changed.
 #[derive(Debug)]
@@ -149,6 +150,31 @@ impl Reloader {
                 }
             }
         }
+    }
+}
+
+/// The one reload task: every `interval` ("0s": never by itself) and on
+/// each SIGHUP. Files are read on a blocking thread.
+pub(crate) async fn watch(
+    reloader: Arc<Reloader>,
+    interval: Duration,
+    mut sighup: Option<tokio::signal::unix::Signal>,
+) {
+    let mut tick = (!interval.is_zero()).then(|| {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    });
+    loop {
+        tokio::select! {
+            _ = async { tick.as_mut()?.tick().await; Some(()) }, if tick.is_some() => {}
+            Some(()) = async { sighup.as_mut()?.recv().await }, if sighup.is_some() => {
+                tracing::info!("SIGHUP: reloading certificate and secrets");
+            }
+            else => return,
+        }
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload()).await;
     }
 }
 

@@ -10,11 +10,16 @@ use clap::{Parser, Subcommand};
 use http::{HeaderValue, Method, Request, header};
 use http_body_util::Full;
 
-use crate::client::{self, Trust};
+pub(crate) mod send;
+
+use send::Trust;
+
 use crate::config::ConfigErrors;
-use crate::secret::Secret;
-use crate::state::{self, Loaded, SecretSource};
-use crate::{Hookgate, Listeners, signature, telemetry};
+use crate::load::{self, Loaded, SecretSource};
+use crate::observe::telemetry;
+use crate::verify::secret::Secret;
+use crate::verify::signature;
+use crate::{Hookgate, Listeners};
 
 /// EX_CONFIG from sysexits.h.
 pub const EXIT_CONFIG: u8 = 78;
@@ -121,7 +126,7 @@ fn config_fail(errors: &ConfigErrors) -> ExitCode {
 
 fn load(path: Option<&Path>) -> Result<Loaded, ExitCode> {
     let path = crate::config::Config::path_from(path);
-    state::load_all(&path).map_err(|e| config_fail(&e))
+    load::load_all(&path).map_err(|e| config_fail(&e))
 }
 
 fn serve(path: Option<&Path>) -> ExitCode {
@@ -146,8 +151,9 @@ fn serve(path: Option<&Path>) -> ExitCode {
             Ok(l) => l,
             Err(e) => return fail(e),
         };
-        let hookgate = match Hookgate::new(loaded) {
-            Ok(h) => h,
+        let hookgate = match Hookgate::new(loaded).map(Hookgate::reload_on_sighup) {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return fail(format!("cannot install the SIGHUP handler: {e}")),
             Err(e) => return fail(e),
         };
         // Signal handlers go in before the listener reports ready.
@@ -155,20 +161,7 @@ fn serve(path: Option<&Path>) -> ExitCode {
             Ok(s) => s,
             Err(e) => return fail(format!("cannot install signal handlers: {e}")),
         };
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(h) => h,
-            Err(e) => return fail(format!("cannot install the SIGHUP handler: {e}")),
-        };
-        let reloader = hookgate.reloader();
-        let sighup = tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading certificate and secrets");
-                let r = reloader.clone();
-                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
-            }
-        });
         hookgate.run(listeners, shutdown).await;
-        sighup.abort();
         ExitCode::SUCCESS
     });
     drop(runtime);
@@ -364,7 +357,7 @@ fn send(
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    match runtime.block_on(client::send(request, &trust)) {
+    match runtime.block_on(send::send(request, &trust)) {
         Ok(response) => {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{}", response.status());

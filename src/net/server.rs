@@ -1,4 +1,5 @@
-//! The public listener's accept loop and per-connection work.
+//! The accept loop shared by both listeners, and the public listener's
+//! per-connection work.
 //!
 //! A connection permit is taken *before* accepting (at most
 //! `max_connections` at once; the rest wait in the kernel's backlog), the
@@ -11,6 +12,7 @@
 //! flight for `idle_timeout` is closed gracefully.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,16 +31,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
-use crate::pipeline::{self, App};
-use crate::tls;
+use crate::ingress::{self, Gate};
+use crate::net::tls;
 
 /// Largest request head accepted on HTTP/1.1 and HTTP/2 (bigger → 431).
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Concurrent HTTP/2 streams per connection.
-pub const MAX_CONCURRENT_STREAMS: u32 = 64;
+pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 64;
 
 /// The HTTP/1.1 + HTTP/2 connection builder with hookgate's limits.
-pub fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+pub(crate) fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -61,30 +63,54 @@ pub fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
 
 /// What every connection task shares.
 pub(crate) struct Shared {
-    pub app: Arc<App>,
+    pub(crate) gate: Arc<Gate>,
     /// None: plain HTTP behind a TLS-terminating proxy (`server.tls.enabled = false`).
-    pub acceptor: Option<TlsAcceptor>,
-    pub builder: auto::Builder<TokioExecutor>,
-    pub handshake_timeout: Duration,
+    pub(crate) acceptor: Option<TlsAcceptor>,
+    pub(crate) builder: auto::Builder<TokioExecutor>,
+    pub(crate) handshake_timeout: Duration,
     /// `server.idle_timeout`.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// `server.header_read_timeout`: also how long a new connection may wait
     /// before its first request begins.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// Cancelled when draining ends: connections finish their current
     /// requests and close (HTTP/1.1 stops keep-alive, HTTP/2 sends GOAWAY).
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
 }
 
-/// Accepts until `stop` resolves, then returns (the listener is dropped by
-/// the caller, which then cancels `shared.shutdown` and waits for `tracker`).
-pub(crate) async fn accept_loop(
+/// Serves the public listener's connections until `stop` resolves.
+pub(crate) async fn serve_public(
     listener: &TcpListener,
     shared: Arc<Shared>,
     max_connections: usize,
     tracker: &TaskTracker,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl Future<Output = ()>,
 ) {
+    accept_loop(listener, max_connections, tracker, stop, move |stream, peer| {
+        let shared = shared.clone();
+        async move {
+            let metrics = &shared.gate.metrics;
+            metrics.connections_open.inc();
+            serve_connection(stream, peer, &shared).await;
+            metrics.connections_open.dec();
+        }
+    })
+    .await;
+}
+
+/// Accepts until `stop` resolves, then returns (the listener is dropped by
+/// the caller, which then waits for `tracker`). Each connection runs
+/// `serve` in a tracked task holding one of `max_connections` permits.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: &TcpListener,
+    max_connections: usize,
+    tracker: &TaskTracker,
+    stop: impl Future<Output = ()>,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut stop = std::pin::pin!(stop);
     let mut backoff = Duration::from_millis(5);
@@ -113,25 +139,22 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
-        let shared = shared.clone();
+        let _ = stream.set_nodelay(true);
+        let connection = serve(stream, peer);
         tracker.spawn(async move {
-            let metrics = &shared.app.metrics;
-            metrics.connections_open.inc();
-            serve_connection(stream, peer, &shared).await;
-            metrics.connections_open.dec();
+            connection.await;
             drop(permit);
         });
     }
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let _ = stream.set_nodelay(true);
     let Some(acceptor) = &shared.acceptor else {
         // TLS is terminated in front; the pipeline checks who may speak plain HTTP.
         serve_http(TokioIo::new(stream), peer, shared).await;
         return;
     };
-    let metrics = &shared.app.metrics;
+    let metrics = &shared.gate.metrics;
     let mut first = [0u8; 1];
     match tokio::time::timeout(shared.handshake_timeout, stream.peek(&mut first)).await {
         Ok(Ok(1..)) => {}
@@ -236,15 +259,15 @@ where
         begun: AtomicBool::new(false),
         last_end: std::sync::Mutex::new(Instant::now()),
     });
-    let app = shared.app.clone();
-    let client = Arc::new(app.peer(peer));
+    let gate = shared.gate.clone();
+    let client = Arc::new(gate.peer(peer));
     let tracked = activity.clone();
     let service = service_fn(move |req| {
-        let app = app.clone();
+        let gate = gate.clone();
         let client = client.clone();
         let in_flight = tracked.begin();
         async move {
-            let response = pipeline::handle(&app, req, &client).await;
+            let response = ingress::handle(&gate, req, &client).await;
             drop(in_flight);
             Ok::<_, Infallible>(response)
         }

@@ -16,20 +16,23 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
-use crate::metrics::{self, Metrics};
+use crate::net::server::accept_loop;
+
+use crate::observe::metrics::{self, Metrics};
 
 /// What the admin endpoints report on.
 #[derive(Debug, Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// Set while the server accepts webhooks; cleared when draining starts.
-    pub ready: Arc<AtomicBool>,
+    pub(crate) ready: Arc<AtomicBool>,
     /// The metrics to expose.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Answers one admin request.
-pub fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+pub(crate) fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *r.status_mut() = status;
@@ -61,32 +64,40 @@ pub fn respond<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>>
     }
 }
 
-/// Serves the admin endpoints until the task is aborted.
-pub async fn serve(listener: TcpListener, state: AdminState) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+/// At most this many admin connections at once (probes, a scraper, a person).
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+
+/// Serves the admin endpoints until `stop` resolves, through the same
+/// accept loop as the public listener (permits, backoff, tracked tasks).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let tracker = TaskTracker::new();
+    accept_loop(
+        &listener,
+        MAX_ADMIN_CONNECTIONS,
+        &tracker,
+        stop,
+        move |stream, peer| {
+            let state = state.clone();
+            async move {
+                let service = service_fn(move |req| {
+                    let r = respond(&state, &req);
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                let result = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(5))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(e) = result {
+                    tracing::debug!(peer = %peer, error = %e, "admin connection error");
+                }
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let r = respond(&state, &req);
-                async move { Ok::<_, Infallible>(r) }
-            });
-            let result = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = result {
-                tracing::debug!(peer = %peer, error = %e, "admin connection error");
-            }
-        });
-    }
+        },
+    )
+    .await;
+    tracker.close();
 }

@@ -16,9 +16,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ConfigErrors, Problem, RouteConfig};
 use crate::payload::EventKind;
-use crate::secret::Secret;
-use crate::signature::Encoding;
-use crate::tls::{self, CertStore};
+use crate::verify::secret::Secret;
+use crate::verify::signature::Encoding;
+use crate::net::tls::{self, CertStore};
 
 /// Where one secret comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! file, then `HOOKGATE_SECTION__KEY` environment variables — and then
 //! checked by [`Config::validate`], which collects *every* problem (unknown
 //! keys included) so an operator fixes a broken config in one round trip.
-//! Nothing here reads secrets or certificates: that is [`crate::state`]'s job,
+//! Nothing here reads secrets or certificates: that is [`crate::load`]'s job,
 //! and its problems are reported through the same [`ConfigErrors`].
 
 use std::fmt;
@@ -350,7 +350,7 @@ impl Config {
 
     /// Loads defaults, the file, then the environment; reports every unknown
     /// key (and the first type error). Does not [`validate`](Self::validate):
-    /// [`crate::state::load_all`] does, together with reading the files, so
+    /// [`crate::load::load_all`] does, together with reading the files, so
     /// that all problems are reported at once.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         if !path.is_file() {
@@ -582,7 +582,7 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
             key("signature_header"),
             "is not a valid header name",
         ));
-    } else if crate::headers::is_managed(&r.signature_header) {
+    } else if crate::forward::headers::is_managed(&r.signature_header) {
         p.push(Problem::new(
             key("signature_header"),
             "names a header hookgate sets or strips itself",

@@ -11,7 +11,7 @@ use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use hmac::Mac;
 
-use crate::secret::Secret;
+use crate::verify::secret::Secret;
 
 /// Length of an HMAC-SHA256 tag.
 pub const MAC_LEN: usize = 32;

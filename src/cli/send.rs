@@ -49,7 +49,7 @@ pub enum ClientError {
 
 /// A rustls client config for `trust`, offering `alpn`.
 pub fn tls_config(trust: &Trust, alpn: &[&[u8]]) -> Result<ClientConfig, ClientError> {
-    let provider = crate::tls::provider();
+    let provider = crate::net::tls::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Trust(e.to_string()))?;

@@ -1,7 +1,9 @@
-//! The HTTP/1.1 client to the app, with its own keep-alive pool, and the
-//! spec's failure mapping: refused, reset or unreachable → 502
-//! `upstream_unavailable`; no complete answer within `upstream.timeout` →
-//! 504 `upstream_timeout`.
+//! The HTTP/1.1 client to the app, with its own keep-alive pool. Failures
+//! are a [`TransportError`] that keeps its cause and says whether trying
+//! again may help; the request pipeline maps them to the provider-facing
+//! answer (refused, reset or unreachable → 502 `upstream_unavailable`; no
+//! complete answer within `upstream.timeout` → 504 `upstream_timeout`), and
+//! the queued-delivery worker to a retry or a dead letter.
 //!
 //! The pool is a stack of idle `hyper::client::conn::http1` connections to
 //! the one upstream: the most recently used is reused first, one that was
@@ -25,8 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
-use crate::error::Rejection;
-use crate::pipeline::UpstreamRequest;
+use crate::forward::UpstreamRequest;
 
 /// At most this many idle connections are kept.
 const MAX_IDLE: usize = 512;
@@ -67,6 +68,47 @@ impl std::fmt::Debug for Upstream {
 #[error("upstream.url {0:?} is not a usable http://host:port URL")]
 pub struct BadUpstreamUrl(String);
 
+/// Why an exchange with the app failed, with its cause.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TransportError {
+    /// The TCP connection was refused or failed.
+    #[error("cannot connect to the app: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The TCP connection did not complete within `upstream.connect_timeout`.
+    #[error("connecting to the app took longer than {0:?}")]
+    ConnectTimeout(Duration),
+    /// HTTP/1.1 failed: handshake, sending, or reading the answer's head or body.
+    #[error("HTTP exchange with the app failed: {0}")]
+    Http(#[source] hyper::Error),
+    /// The answer's body was larger than `upstream.max_response_bytes`.
+    #[error("the app's answer is larger than {0} bytes")]
+    TooLarge(usize),
+    /// No complete answer within `upstream.timeout`.
+    #[error("the app did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The route's path and the query did not make a request target.
+    #[error("cannot build the request target")]
+    Target,
+}
+
+impl TransportError {
+    /// Trying again later may succeed: the app was down, slow or cut the
+    /// connection. Not for an answer that was too large or a target that
+    /// cannot be built: those fail the same way every time.
+    #[expect(dead_code, reason = "read by the queued-delivery worker, the next change")]
+    pub(crate) fn retryable(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::ConnectTimeout(_) | Self::Http(_) | Self::Timeout(_) => true,
+            Self::TooLarge(_) | Self::Target => false,
+        }
+    }
+
+    /// The app did not answer in time (504 rather than 502).
+    pub(crate) fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+}
+
 impl Upstream {
     /// A client for `config.url` with a keep-alive pool.
     pub fn new(config: &UpstreamConfig) -> Result<Self, BadUpstreamUrl> {
@@ -97,7 +139,7 @@ impl Upstream {
 
     /// The request target: the route's upstream path + `?query` (origin
     /// form; the upstream's authority goes in `Host`).
-    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
+    pub(crate) fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, TransportError> {
         let mut s = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
         s.push_str(path);
         if let Some(q) = query {
@@ -105,11 +147,14 @@ impl Upstream {
             s.push_str(q);
         }
         // Both parts were valid URI components on their own.
-        s.parse().map_err(|_| Rejection::Internal)
+        s.parse().map_err(|_| TransportError::Target)
     }
 
     /// Sends a verified request and reads the whole answer, within `upstream.timeout`.
-    pub async fn send(&self, req: UpstreamRequest) -> Result<Response<Bytes>, Rejection> {
+    pub(crate) async fn send(
+        &self,
+        req: UpstreamRequest,
+    ) -> Result<Response<Bytes>, TransportError> {
         let exchange = async {
             let mut req = req.into_inner();
             let (response, sender) = loop {
@@ -122,10 +167,7 @@ impl Upstream {
                     Err(mut e) => match e.take_message() {
                         // Not sent: the app closed this idle connection. Try the next.
                         Some(unsent) if reused => req = unsent,
-                        _ => {
-                            tracing::debug!(error = %e.error(), "upstream request failed");
-                            return Err(Rejection::UpstreamUnavailable);
-                        }
+                        _ => return Err(TransportError::Http(e.into_error())),
                     },
                 }
             };
@@ -133,9 +175,9 @@ impl Upstream {
             let body = Limited::new(body, self.max_response_bytes)
                 .collect()
                 .await
-                .map_err(|e| {
-                    tracing::debug!(error = %e, "upstream response body failed");
-                    Rejection::UpstreamUnavailable
+                .map_err(|e| match e.downcast::<hyper::Error>() {
+                    Ok(e) => TransportError::Http(*e),
+                    Err(_) => TransportError::TooLarge(self.max_response_bytes),
                 })?
                 .to_bytes();
             self.checkin(sender);
@@ -143,7 +185,7 @@ impl Upstream {
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
-            .unwrap_or(Err(Rejection::UpstreamTimeout))
+            .unwrap_or(Err(TransportError::Timeout(self.timeout)))
     }
 
     /// The most recently used idle connection that is still open, fresh
@@ -204,20 +246,16 @@ impl Upstream {
     }
 
     /// A new connection, within `upstream.connect_timeout`.
-    async fn connect(&self) -> Result<Sender, Rejection> {
+    async fn connect(&self) -> Result<Sender, TransportError> {
         self.start_reaper();
-        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-            tracing::debug!(error = %e, "upstream {what} failed");
-            Rejection::UpstreamUnavailable
-        };
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
             .await
-            .map_err(|e| unavailable("connect", &e))?
-            .map_err(|e| unavailable("connect", &e))?;
+            .map_err(|_| TransportError::ConnectTimeout(self.connect_timeout))?
+            .map_err(TransportError::Connect)?;
         let _ = tcp.set_nodelay(true);
         let (sender, connection) = http1::handshake(TokioIo::new(tcp))
             .await
-            .map_err(|e| unavailable("handshake", &e))?;
+            .map_err(TransportError::Http)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");

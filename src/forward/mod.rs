@@ -1,0 +1,224 @@
+//! What leaves hookgate for the app, and how.
+//!
+//! An [`Envelope`] is a verified event ready for the app: the exact body
+//! bytes, the normalized headers ([`headers::normalize_request`]) and the
+//! request target (the route's upstream path + the original query). It is
+//! built only from a [`Verified`] request, so whatever accepts an
+//! `Envelope` (the direct forward today, the store and its delivery
+//! workers) only ever sees authentic events. A shadow-mode request that
+//! failed becomes an [`UpstreamRequest`] directly, marked unverified, and
+//! never an `Envelope`. [`upstream::Upstream::send`] takes only an
+//! `UpstreamRequest`, which has no public constructor.
+
+pub(crate) mod headers;
+pub(crate) mod upstream;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Uri, Version};
+use http_body_util::Full;
+
+use crate::load::Route;
+use crate::verify::{EventInfo, Shadowed, Verified};
+use headers::Forwarding;
+use upstream::{TransportError, Upstream};
+
+/// The client at the far end of a connection, with what each of its
+/// requests needs from the address formatted once per connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// `ip:port`, for log lines.
+    text: Box<str>,
+    /// The IP address (an IPv4-mapped IPv6 one as IPv4), for `X-Forwarded-For`.
+    ip: HeaderValue,
+    /// One of `server.trusted_proxies`.
+    pub(crate) trusted_proxy: bool,
+}
+
+impl Peer {
+    /// `trusted_proxy`: the address is one of `server.trusted_proxies`.
+    pub(crate) fn new(addr: SocketAddr, trusted_proxy: bool) -> Self {
+        let ip = addr.ip().to_canonical().to_string();
+        Self {
+            text: addr.to_string().into_boxed_str(),
+            #[expect(
+                clippy::unwrap_used,
+                reason = "an IP address's text form is always a valid header value"
+            )]
+            ip: HeaderValue::from_str(&ip).unwrap(),
+            trusted_proxy,
+        }
+    }
+}
+
+/// `ip:port`.
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// A verified event, ready for the app.
+pub(crate) struct Envelope {
+    /// The route it came in on.
+    pub(crate) route: Arc<Route>,
+    /// What the event is.
+    pub(crate) event: EventInfo,
+    /// The exact bytes the provider sent.
+    pub(crate) body: Bytes,
+    /// The normalized headers for the app.
+    pub(crate) headers: HeaderMap,
+    /// The upstream path and the original query.
+    pub(crate) target: Uri,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("route", &self.route.name)
+            .field("event", &self.event.kind)
+            .field("target", &self.target)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Envelope {
+    /// Normalizes a verified request's headers for the app (see
+    /// [`headers::normalize_request`]) and builds its request target.
+    pub(crate) fn new(
+        verified: Verified,
+        upstream: &Upstream,
+        peer: &Peer,
+        request_id: &HeaderValue,
+    ) -> Result<Self, TransportError> {
+        let Verified {
+            mut parts,
+            body,
+            route,
+            event,
+        } = verified;
+        let verdict = Ok((event.name.clone(), event.campaign_id.clone()));
+        let target = normalize(&mut parts, &body, &route, upstream, peer, request_id, verdict)?;
+        Ok(Self {
+            route,
+            event,
+            body,
+            headers: parts.headers,
+            target,
+        })
+    }
+
+    /// The request for the app.
+    pub(crate) fn into_request(self) -> UpstreamRequest {
+        UpstreamRequest::post(self.target, self.headers, self.body)
+    }
+}
+
+impl Shadowed {
+    /// The request for the app, marked `X-Webhook-Verified: false` with
+    /// `X-Webhook-Verdict: <code>`.
+    pub(crate) fn into_request(
+        self,
+        upstream: &Upstream,
+        peer: &Peer,
+        request_id: &HeaderValue,
+    ) -> Result<UpstreamRequest, TransportError> {
+        let Shadowed {
+            mut parts,
+            body,
+            route,
+            code,
+        } = self;
+        let target = normalize(
+            &mut parts,
+            &body,
+            &route,
+            upstream,
+            peer,
+            request_id,
+            Err(code),
+        )?;
+        Ok(UpstreamRequest::post(target, parts.headers, body))
+    }
+}
+
+/// Normalizes `parts.headers` in place and returns the request target.
+fn normalize(
+    parts: &mut Parts,
+    body: &Bytes,
+    route: &Route,
+    upstream: &Upstream,
+    peer: &Peer,
+    request_id: &HeaderValue,
+    verdict: Result<(Option<HeaderValue>, Option<HeaderValue>), &'static str>,
+) -> Result<Uri, TransportError> {
+    let target = upstream.uri_for(&route.upstream_path, parts.uri.query())?;
+    // A trusted proxy's X-Forwarded-For chain is kept (the peer is appended).
+    let forwarded_for = if peer.trusted_proxy {
+        let chain: Vec<&str> = parts
+            .headers
+            .get_all(&headers::X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!chain.is_empty()).then(|| chain.join(", "))
+    } else {
+        None
+    };
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    headers::normalize_request(
+        &mut parts.headers,
+        &route.signature_header,
+        Forwarding {
+            upstream_host: upstream.host(),
+            peer_ip: &peer.ip,
+            forwarded_for,
+            original_host,
+            request_id,
+            route: &route.name_header,
+            verdict,
+            content_length: body.len(),
+        },
+    );
+    Ok(target)
+}
+
+/// A request for the app, made only from an [`Envelope`] or a [`Shadowed`]
+/// request.
+pub(crate) struct UpstreamRequest(Request<Full<Bytes>>);
+
+impl fmt::Debug for UpstreamRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamRequest")
+            .field("uri", self.0.uri())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamRequest {
+    fn post(target: Uri, headers: HeaderMap, body: Bytes) -> Self {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = target;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        Self(req)
+    }
+
+    /// The request to send. There is no way back: an `UpstreamRequest`
+    /// cannot be made from a plain `Request`.
+    pub(crate) fn into_inner(self) -> Request<Full<Bytes>> {
+        self.0
+    }
+}

@@ -1,0 +1,7 @@
+//! Sockets: the accept loop shared by the public and the admin listener
+//! (connection permits, handshake timeout, drain), TLS, and the admin
+//! endpoints.
+
+pub(crate) mod admin;
+pub(crate) mod server;
+pub(crate) mod tls;

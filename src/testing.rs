@@ -1,0 +1,80 @@
+//! What the fuzz targets, benchmarks and integration tests need from the
+//! inside, behind the `testing` cargo feature (never in a release build):
+//! the checks of one request without sockets, and the pieces they time.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request};
+use http_body_util::Full;
+
+pub use crate::error::Rejection;
+pub use crate::forward::headers::{Forwarding, normalize_request, request_id};
+pub use crate::forward::upstream::Upstream;
+pub use crate::load::{Route, Routes};
+pub use crate::payload::{Event, EventKind, PayloadError, Unknown, Validated, Violation, validate};
+pub use crate::verify::secret::{HmacSha256, Secret};
+pub use crate::verify::signature::{self, Encoding, MAC_LEN, SignatureError};
+
+use crate::forward::{Envelope, Peer};
+use crate::verify::{Checked, Unverified};
+
+/// What the checks made of one request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Refused with this answer.
+    Rejected(Rejection),
+    /// An unknown event the route acknowledges: nothing forwarded.
+    Acknowledged,
+    /// The request for the app: `verified` is false only on a shadow route.
+    Forwarded {
+        /// Every check passed (`X-Webhook-Verified: true`).
+        verified: bool,
+        /// The known event, if any.
+        event: Option<EventKind>,
+        /// What the app would receive.
+        request: Request<Full<Bytes>>,
+    },
+}
+
+/// Runs one request through the checks and builds what the app would
+/// receive, as the public listener does, without sockets.
+pub fn check(
+    routes: &Routes,
+    upstream: &Upstream,
+    request: Request<Bytes>,
+    peer: SocketAddr,
+    trusted_proxy: bool,
+    request_id: &HeaderValue,
+) -> Verdict {
+    let (parts, body) = request.into_parts();
+    let Some(route) = routes.find(parts.uri.path()).cloned() else {
+        return Verdict::Rejected(Rejection::NotFound);
+    };
+    let peer = Peer::new(peer, trusted_proxy);
+    match Unverified::new(parts, body, route).check(None) {
+        Err(rejection) => Verdict::Rejected(rejection),
+        Ok(Checked::Acknowledged) => Verdict::Acknowledged,
+        Ok(Checked::Verified(verified)) => {
+            let event = verified.event.kind;
+            match Envelope::new(verified, upstream, &peer, request_id) {
+                Ok(envelope) => Verdict::Forwarded {
+                    verified: true,
+                    event,
+                    request: envelope.into_request().into_inner(),
+                },
+                Err(_) => Verdict::Rejected(Rejection::Internal),
+            }
+        }
+        Ok(Checked::Shadowed(shadowed)) => {
+            match shadowed.into_request(upstream, &peer, request_id) {
+                Ok(request) => Verdict::Forwarded {
+                    verified: false,
+                    event: None,
+                    request: request.into_inner(),
+                },
+                Err(_) => Verdict::Rejected(Rejection::Internal),
+            }
+        }
+    }
+}
