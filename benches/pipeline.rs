@@ -25,14 +25,10 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use hmac::{KeyInit, Mac};
-use hookgate::config::Config;
-use hookgate::headers::{self, Forwarding};
-use hookgate::metrics::Metrics;
-use hookgate::pipeline::{Peer, Unverified};
-use hookgate::secret::{HmacSha256, Secret};
-use hookgate::signature::{self, Encoding};
-use hookgate::state::Route;
-use hookgate::upstream::Upstream;
+use hookgate::testing::{
+    self as hg, Encoding, Forwarding, HmacSha256, Route, Routes, Secret, Upstream, signature,
+};
+use hookgate::{Config, Metrics};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
@@ -42,7 +38,15 @@ const SIZES: [(usize, &str); 3] = [(512, "0.5KiB"), (1024, "1KiB"), (4096, "4KiB
 /// A valid `popup.converted` body of exactly `size` bytes: the spec's
 /// example, with more `visitor.fields` entries, padded by an unknown field.
 fn body(size: usize) -> Vec<u8> {
-    let head = r#"{"event":"popup.converted","campaign_id":"camp_abc123","campaign_name":"Summer Sale Popup","timestamp":"2026-04-26T12:00:00Z","visitor":{"email":"jane@example.com","fields":{"name":"Jane Smith","email":"jane@example.com""#;
+    // A fresh timestamp, as the replay window wants; always 20 bytes.
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let head = format!(
+        r#"{{"event":"popup.converted","campaign_id":"camp_abc123","campaign_name":"Summer Sale Popup","timestamp":"{now}","visitor":{{"email":"jane@example.com","fields":{{"name":"Jane Smith","email":"jane@example.com""#
+    );
     let tail = r#"}},"page_url":"https://yoursite.com/products/summer-sale""#;
     let mut fields = String::new();
     let mut i = 0;
@@ -59,13 +63,14 @@ fn body(size: usize) -> Vec<u8> {
     let pad = size - so_far - 10;
     let out = format!(r#"{head}{fields}{tail},"note":"{}"}}"#, "x".repeat(pad));
     assert_eq!(out.len(), size);
-    hookgate::payload::validate(out.as_bytes()).expect("the bench body is valid");
+    hg::validate(out.as_bytes()).expect("the bench body is valid");
     out.into_bytes()
 }
 
 /// A route loaded the way `serve` loads it, from a TOML config.
 struct World {
     route: Arc<Route>,
+    routes: Arc<Routes>,
     upstream: Upstream,
     _dir: tempfile::TempDir,
 }
@@ -85,10 +90,11 @@ fn world() -> World {
     let config = Config::from_figment(&Figment::new().merge(Toml::string(&text))).unwrap();
     config.validate().unwrap();
     let upstream = Upstream::new(&config.upstream).unwrap();
-    let loaded = hookgate::state::load(config).unwrap();
+    let loaded = hookgate::load(config).unwrap();
     let route = loaded.routes.find("/webhooks/coolpopup").unwrap().clone();
     World {
         route,
+        routes: loaded.routes,
         upstream,
         _dir: dir,
     }
@@ -182,7 +188,7 @@ fn schema_validation(c: &mut Criterion) {
         let body = body(size);
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_with_input(BenchmarkId::new("validate", name), &body, |b, body| {
-            b.iter(|| hookgate::payload::validate(black_box(body)).unwrap())
+            b.iter(|| hg::validate(black_box(body)).unwrap())
         });
     }
     g.finish();
@@ -201,7 +207,7 @@ fn header_normalization(c: &mut Criterion) {
             || headers.clone(),
             |mut h| {
                 let original_host = h.get(http::header::HOST).cloned();
-                headers::normalize_request(
+                hg::normalize_request(
                     &mut h,
                     &sig,
                     Forwarding {
@@ -224,7 +230,7 @@ fn header_normalization(c: &mut Criterion) {
         )
     });
     g.bench_function("request_id/fresh", |b| {
-        b.iter(|| headers::request_id(black_box(&headers)))
+        b.iter(|| hg::request_id(black_box(&headers)))
     });
     g.finish();
 }
@@ -240,7 +246,6 @@ fn metrics(c: &mut Criterion) {
 fn whole_pipeline(c: &mut Criterion) {
     let w = world();
     let request_id = HeaderValue::from_static("0f8e2b7c9a4d4e1f8b3c6d5e4f3a2b1c");
-    let peer = Peer::new(PEER, false);
     let mut g = c.benchmark_group("whole");
     for (size, name) in SIZES {
         let body = Bytes::from(body(size));
@@ -248,8 +253,8 @@ fn whole_pipeline(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(BenchmarkId::new("verify+validate", name), |b| {
             b.iter_batched(
-                || (clone_parts(&head), body.clone()),
-                |(p, body)| Unverified::new(p, body, w.route.clone()).verify().unwrap(),
+                || Request::from_parts(clone_parts(&head), body.clone()),
+                |req| assert!(hg::verify(&w.routes, req)),
                 HOT,
             )
         });
@@ -257,13 +262,10 @@ fn whole_pipeline(c: &mut Criterion) {
             BenchmarkId::new("verify+validate+upstream_request", name),
             |b| {
                 b.iter_batched(
-                    || (clone_parts(&head), body.clone()),
-                    |(p, body)| {
-                        Unverified::new(p, body, w.route.clone())
-                            .verify()
-                            .unwrap()
-                            .into_upstream_request(&w.upstream, &peer, &request_id)
-                            .unwrap()
+                    || Request::from_parts(clone_parts(&head), body.clone()),
+                    |req| match hg::check(&w.routes, &w.upstream, req, PEER, false, &request_id) {
+                        hg::Verdict::Forwarded { request, .. } => request,
+                        other => panic!("{other:?}"),
                     },
                     HOT,
                 )

@@ -15,7 +15,7 @@ use crate::verify::signature::SignatureError;
 
 /// Who caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
+pub enum Fault {
     /// The caller sent something wrong (4xx).
     Client,
     /// The app behind hookgate failed (502/504).
@@ -26,7 +26,7 @@ pub(crate) enum Fault {
 
 /// Why a request was not forwarded (or the forward failed).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum Rejection {
+pub enum Rejection {
     /// Plain HTTP from a peer that is not a trusted proxy, or without
     /// `X-Forwarded-Proto: https` (only with `server.tls.enabled = false`).
     #[error("HTTPS is required: send through the TLS-terminating proxy")]

@@ -37,6 +37,19 @@ pub enum Verdict {
     },
 }
 
+/// Only the checks (signature, schema, event list): true if the request
+/// is verified. What `whole/verify+validate` times.
+pub fn verify(routes: &Routes, request: Request<Bytes>) -> bool {
+    let (parts, body) = request.into_parts();
+    let Some(route) = routes.find(parts.uri.path()).cloned() else {
+        return false;
+    };
+    matches!(
+        Unverified::new(parts, body, route).check(None),
+        Ok(Checked::Verified(_))
+    )
+}
+
 /// Runs one request through the checks and builds what the app would
 /// receive, as the public listener does, without sockets.
 pub fn check(

@@ -693,9 +693,9 @@ fn deep_nesting_does_not_overflow_the_stack() {
         if open == b'{' {
             body = b"{\"a\":".repeat(200_000);
         }
-        let r = hookgate::payload::validate(&body);
+        let r = hookgate::testing::validate(&body);
         assert!(
-            matches!(r, Err(hookgate::payload::PayloadError::InvalidJson(_))),
+            matches!(r, Err(hookgate::testing::PayloadError::InvalidJson(_))),
             "{r:?}"
         );
     }

@@ -438,7 +438,7 @@ async fn tls_1_3_floor_refuses_tls_1_2_clients() {
             for c in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
                 roots.add(c.unwrap()).unwrap();
             }
-            let config = rustls::ClientConfig::builder_with_provider(hookgate::tls::provider())
+            let config = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
                 .with_protocol_versions(versions)
                 .unwrap()
                 .with_root_certificates(roots)

@@ -15,7 +15,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hookgate::client::Trust;
+use hookgate::Trust;
 use support::*;
 
 const ROUTE: &str = "/webhooks/coolpopup";
@@ -128,7 +128,7 @@ async fn certificate_swapped_via_data_symlink_is_served_to_new_connections() {
     // Nothing changed since: a second pass does nothing.
     assert_eq!(
         sidecar.reloader.reload(),
-        hookgate::reload::Summary::default()
+        hookgate::ReloadSummary::default()
     );
     sidecar.stop().await;
 }

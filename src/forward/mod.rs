@@ -10,8 +10,8 @@
 //! never an `Envelope`. [`upstream::Upstream::send`] takes only an
 //! `UpstreamRequest`, which has no public constructor.
 
-pub(crate) mod headers;
-pub(crate) mod upstream;
+pub mod headers;
+pub mod upstream;
 
 use std::fmt;
 use std::net::SocketAddr;

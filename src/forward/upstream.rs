@@ -70,7 +70,7 @@ pub struct BadUpstreamUrl(String);
 
 /// Why an exchange with the app failed, with its cause.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TransportError {
+pub enum TransportError {
     /// The TCP connection was refused or failed.
     #[error("cannot connect to the app: {0}")]
     Connect(#[source] std::io::Error),

@@ -11,8 +11,8 @@
 //! the thing a delivery accepts. Nothing about the body is parsed before the
 //! signature matched.
 
-pub(crate) mod secret;
-pub(crate) mod signature;
+pub mod secret;
+pub mod signature;
 
 use std::fmt;
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use figment::Figment;
 use figment::providers::{Format, Toml};
-use hookgate::config::Config;
+use hookgate::Config;
 use hookgate::{Hookgate, Listeners};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -275,8 +275,8 @@ pub struct Sidecar {
     pub admin: SocketAddr,
     pub tls: TlsFiles,
     pub secret_file: PathBuf,
-    pub metrics: Arc<hookgate::metrics::Metrics>,
-    pub reloader: Arc<hookgate::reload::Reloader>,
+    pub metrics: Arc<hookgate::Metrics>,
+    pub reloader: Arc<hookgate::Reloader>,
     shutdown: Option<oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -370,7 +370,7 @@ impl Sidecar {
         let config = Config::from_figment(&Figment::new().merge(Toml::string(&text)))
             .map_err(|e| e.to_string())?;
         config.validate().map_err(|e| e.to_string())?;
-        let loaded = hookgate::state::load(config).map_err(|e| e.to_string())?;
+        let loaded = hookgate::load(config).map_err(|e| e.to_string())?;
         let listeners = Listeners {
             public: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -403,8 +403,8 @@ impl Sidecar {
         }
     }
 
-    pub fn trust(&self) -> hookgate::client::Trust {
-        hookgate::client::Trust::Pem(self.tls.cert_pem.clone().into_bytes())
+    pub fn trust(&self) -> hookgate::Trust {
+        hookgate::Trust::Pem(self.tls.cert_pem.clone().into_bytes())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -493,7 +493,7 @@ impl Sidecar {
             Version::H1 => &[b"http/1.1"],
             Version::H2 => &[b"h2"],
         };
-        let config = hookgate::client::tls_config(&self.trust(), alpn).unwrap();
+        let config = hookgate::tls_config(&self.trust(), alpn).unwrap();
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -604,9 +604,9 @@ pub type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
 /// Either step failing is an `Err` (tests of a closed listener want that).
 pub async fn connect_tls(
     addr: SocketAddr,
-    trust: &hookgate::client::Trust,
+    trust: &hookgate::Trust,
 ) -> Result<ClientTls, String> {
-    let config = hookgate::client::tls_config(trust, &[b"http/1.1"]).map_err(|e| e.to_string())?;
+    let config = hookgate::tls_config(trust, &[b"http/1.1"]).map_err(|e| e.to_string())?;
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -665,7 +665,7 @@ pub struct KeepAlive {
 }
 
 impl KeepAlive {
-    pub async fn open(addr: SocketAddr, trust: &hookgate::client::Trust) -> Self {
+    pub async fn open(addr: SocketAddr, trust: &hookgate::Trust) -> Self {
         let tls = connect_tls(addr, trust)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -700,7 +700,7 @@ impl KeepAlive {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub addr: SocketAddr,
-    pub trust: hookgate::client::Trust,
+    pub trust: hookgate::Trust,
 }
 
 impl Client {
@@ -728,7 +728,7 @@ impl Sidecar {
     }
 
     /// A handle that trusts exactly `trust` (e.g. old and new certificate).
-    pub fn client_trusting(&self, trust: &hookgate::client::Trust) -> Client {
+    pub fn client_trusting(&self, trust: &hookgate::Trust) -> Client {
         Client {
             addr: self.addr,
             trust: trust.clone(),
