@@ -15,10 +15,10 @@ use http::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ConfigErrors, Problem, RouteConfig};
+use crate::net::tls::{self, CertStore};
 use crate::payload::EventKind;
 use crate::verify::secret::Secret;
 use crate::verify::signature::Encoding;
-use crate::net::tls::{self, CertStore};
 
 /// Where one secret comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

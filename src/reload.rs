@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::observe::metrics::Metrics;
 use crate::load::{Routes, SecretSet, TlsState};
 use crate::net::tls::{self, CertStore};
+use crate::observe::metrics::Metrics;
 
 /// Re-reads TLS and secret files and swaps in what changed.
 #[derive(Debug)]

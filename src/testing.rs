@@ -33,7 +33,7 @@ pub enum Verdict {
         /// The known event, if any.
         event: Option<EventKind>,
         /// What the app would receive.
-        request: Request<Full<Bytes>>,
+        request: Box<Request<Full<Bytes>>>,
     },
 }
 
@@ -74,7 +74,7 @@ pub fn check(
                 Ok(envelope) => Verdict::Forwarded {
                     verified: true,
                     event,
-                    request: envelope.into_request().into_inner(),
+                    request: Box::new(envelope.into_request().into_inner()),
                 },
                 Err(_) => Verdict::Rejected(Rejection::Internal),
             }
@@ -84,7 +84,7 @@ pub fn check(
                 Ok(request) => Verdict::Forwarded {
                     verified: false,
                     event: None,
-                    request: request.into_inner(),
+                    request: Box::new(request.into_inner()),
                 },
                 Err(_) => Verdict::Rejected(Rejection::Internal),
             }

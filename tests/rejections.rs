@@ -438,11 +438,13 @@ async fn tls_1_3_floor_refuses_tls_1_2_clients() {
             for c in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
                 roots.add(c.unwrap()).unwrap();
             }
-            let config = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-                .with_protocol_versions(versions)
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+            let config = rustls::ClientConfig::builder_with_provider(
+                rustls::crypto::ring::default_provider().into(),
+            )
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
                 .connect(

@@ -217,8 +217,8 @@ secret_files = [{a:?}, {b:?}]
         );
         use figment::providers::Format;
         let figment = figment::Figment::new().merge(figment::providers::Toml::string(&text));
-        let config = hookgate::Config::from_figment(&figment)
-            .unwrap_or_else(|e| panic!("fuzz config: {e}"));
+        let config =
+            hookgate::Config::from_figment(&figment).unwrap_or_else(|e| panic!("fuzz config: {e}"));
         config
             .validate()
             .unwrap_or_else(|e| panic!("fuzz config: {e}"));
@@ -401,7 +401,10 @@ pub fn pipeline(data: &[u8]) {
                 return;
             }
             Verdict::Acknowledged => {
-                assert!(authentic, "{signing:?}: acknowledged without an authentic signature");
+                assert!(
+                    authentic,
+                    "{signing:?}: acknowledged without an authentic signature"
+                );
                 return;
             }
             Verdict::Forwarded {
@@ -415,7 +418,10 @@ pub fn pipeline(data: &[u8]) {
         !verified || authentic,
         "{signing:?}: a request passed without an authentic signature"
     );
-    assert!(shadow || verified, "an enforcing route forwarded a failed request");
+    assert!(
+        shadow || verified,
+        "an enforcing route forwarded a failed request"
+    );
     assert!(passed.is_none() || verified);
     check_upstream_request(
         &upstream_req,

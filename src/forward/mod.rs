@@ -104,7 +104,9 @@ impl Envelope {
             event,
         } = verified;
         let verdict = Ok((event.name.clone(), event.campaign_id.clone()));
-        let target = normalize(&mut parts, &body, &route, upstream, peer, request_id, verdict)?;
+        let target = normalize(
+            &mut parts, &body, &route, upstream, peer, request_id, verdict,
+        )?;
         Ok(Self {
             route,
             event,

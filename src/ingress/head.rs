@@ -31,13 +31,16 @@ pub(super) fn content_length(parts: &Parts) -> Option<u64> {
         .and_then(|v| v.to_str().ok()?.parse().ok())
 }
 
+/// A refusal, with the route when one matched.
+pub(super) type Refused = (Option<Arc<Route>>, Rejection);
+
 /// Finds the route and checks the head. A refusal names the route when
 /// there is one (for the metrics and the log).
 pub(super) fn admit(
     gate: &Gate,
     parts: &Parts,
     peer: &Peer,
-) -> Result<(Arc<Route>, Head), (Option<Arc<Route>>, Rejection)> {
+) -> Result<(Arc<Route>, Head), Refused> {
     // Plain HTTP is only for a trusted proxy that terminated TLS itself.
     let secure = gate.tls || (peer.trusted_proxy && forwarded_proto_is_https(&parts.headers));
     let route = gate.routes.find(parts.uri.path()).cloned();

@@ -86,15 +86,21 @@ pub(crate) async fn serve_public(
     tracker: &TaskTracker,
     stop: impl Future<Output = ()>,
 ) {
-    accept_loop(listener, max_connections, tracker, stop, move |stream, peer| {
-        let shared = shared.clone();
-        async move {
-            let metrics = &shared.gate.metrics;
-            metrics.connections_open.inc();
-            serve_connection(stream, peer, &shared).await;
-            metrics.connections_open.dec();
-        }
-    })
+    accept_loop(
+        listener,
+        max_connections,
+        tracker,
+        stop,
+        move |stream, peer| {
+            let shared = shared.clone();
+            async move {
+                let metrics = &shared.gate.metrics;
+                metrics.connections_open.inc();
+                serve_connection(stream, peer, &shared).await;
+                metrics.connections_open.dec();
+            }
+        },
+    )
     .await;
 }
 

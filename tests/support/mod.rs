@@ -602,10 +602,7 @@ pub type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Connects over TCP, then TLS (ALPN `http/1.1`), trusting exactly `trust`.
 /// Either step failing is an `Err` (tests of a closed listener want that).
-pub async fn connect_tls(
-    addr: SocketAddr,
-    trust: &hookgate::Trust,
-) -> Result<ClientTls, String> {
+pub async fn connect_tls(addr: SocketAddr, trust: &hookgate::Trust) -> Result<ClientTls, String> {
     let config = hookgate::tls_config(trust, &[b"http/1.1"]).map_err(|e| e.to_string())?;
     let tcp = TcpStream::connect(addr)
         .await
