@@ -64,6 +64,12 @@ pub enum Rejection {
     /// The body breaks the Cool Popup schema.
     #[error("body does not match the Cool Popup event schema")]
     InvalidPayload(Vec<Violation>),
+    /// The signed `timestamp` is older than the route's `max_event_age`.
+    #[error("the event is older than this route accepts (max_event_age)")]
+    EventTooOld,
+    /// The signed `timestamp` is further ahead than `max_clock_skew`.
+    #[error("the event's timestamp is in the future (beyond max_clock_skew)")]
+    EventFromFuture,
     /// The event is valid but the route does not accept it.
     #[error("event {0} is not enabled on this route")]
     EventNotAllowed(&'static str),
@@ -93,7 +99,10 @@ impl Rejection {
             Self::BodyIncomplete { timed_out: true } => StatusCode::REQUEST_TIMEOUT,
             Self::BodyIncomplete { timed_out: false } => StatusCode::BAD_REQUEST,
             Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidPayload(_) | Self::EventNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidPayload(_)
+            | Self::EventNotAllowed(_)
+            | Self::EventTooOld
+            | Self::EventFromFuture => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -116,6 +125,8 @@ impl Rejection {
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidPayload(_) => "invalid_payload",
             Self::EventNotAllowed(_) => "event_not_allowed",
+            Self::EventTooOld => "event_too_old",
+            Self::EventFromFuture => "event_from_future",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::Internal => "internal_error",
@@ -135,7 +146,9 @@ impl Rejection {
             | Self::BodyIncomplete { .. }
             | Self::InvalidJson(_)
             | Self::InvalidPayload(_)
-            | Self::EventNotAllowed(_) => Fault::Client,
+            | Self::EventNotAllowed(_)
+            | Self::EventTooOld
+            | Self::EventFromFuture => Fault::Client,
             Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => Fault::Upstream,
             Self::Internal => Fault::Internal,
         }

@@ -85,6 +85,10 @@ pub struct Route {
     pub shadow: bool,
     /// What happens to events hookgate does not know.
     pub unknown_events: crate::config::UnknownEvents,
+    /// Replay window: oldest accepted `timestamp` (zero: no limit).
+    pub max_event_age: std::time::Duration,
+    /// Replay window: how far in the future a `timestamp` may be.
+    pub max_clock_skew: std::time::Duration,
     /// Where the secrets come from (config order: files, then env).
     pub sources: Vec<SecretSource>,
     secrets: ArcSwap<SecretSet>,
@@ -232,6 +236,8 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
         events,
         shadow: rc.mode == "shadow",
         unknown_events: rc.unknown_events,
+        max_event_age: rc.max_event_age,
+        max_clock_skew: rc.max_clock_skew,
         sources,
         secrets: ArcSwap::from_pointee(SecretSet { secrets, digests }),
     })

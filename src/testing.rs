@@ -45,7 +45,7 @@ pub fn verify(routes: &Routes, request: Request<Bytes>) -> bool {
         return false;
     };
     matches!(
-        Unverified::new(parts, body, route).check(None),
+        Unverified::new(parts, body, route).check(None, time::OffsetDateTime::now_utc()),
         Ok(Checked::Verified(_))
     )
 }
@@ -65,7 +65,7 @@ pub fn check(
         return Verdict::Rejected(Rejection::NotFound);
     };
     let peer = Peer::new(peer, trusted_proxy);
-    match Unverified::new(parts, body, route).check(None) {
+    match Unverified::new(parts, body, route).check(None, time::OffsetDateTime::now_utc()) {
         Err(rejection) => Verdict::Rejected(rejection),
         Ok(Checked::Acknowledged) => Verdict::Acknowledged,
         Ok(Checked::Verified(verified)) => {

@@ -254,6 +254,13 @@ pub struct RouteConfig {
     /// `{"status":"acknowledged"}`, nothing forwarded), "forward" (forwarded
     /// like a known event) or "reject" (422 `invalid_payload`).
     pub unknown_events: UnknownEvents,
+    /// Replay window: a known event whose signed `timestamp` is older than
+    /// now minus this gets 422 `event_too_old`; "0s" turns the check off.
+    #[serde(with = "humantime_serde")]
+    pub max_event_age: Duration,
+    /// A `timestamp` later than now plus this gets 422 `event_from_future`.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
 }
 
 /// `routes[].unknown_events`.
@@ -282,6 +289,8 @@ impl Default for RouteConfig {
             signature_encoding: "hex".to_owned(),
             mode: "enforce".to_owned(),
             unknown_events: UnknownEvents::default(),
+            max_event_age: Duration::from_secs(72 * 3600),
+            max_clock_skew: Duration::from_secs(5 * 60),
         }
     }
 }

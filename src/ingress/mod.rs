@@ -105,7 +105,8 @@ where
     };
     drop(body);
 
-    match Unverified::new(parts, bytes, route.clone()).check(prior) {
+    let now = time::OffsetDateTime::now_utc();
+    match Unverified::new(parts, bytes, route.clone()).check(prior, now) {
         Err(rejection) => Outcome::new(Some(route), Err(rejection)),
         Ok(Checked::Acknowledged) => Outcome::new(Some(route), Ok(Answer::Acknowledged)),
         Ok(Checked::Verified(verified)) => {

@@ -46,7 +46,10 @@ pub(crate) struct EventInfo {
     /// `X-Webhook-Campaign-Id`, where the `campaign_id` meets its limits.
     pub campaign_id: Option<HeaderValue>,
     /// The signed `timestamp` of a known event.
-    #[expect(dead_code, reason = "read by the replay window, the next change")]
+    #[expect(
+        dead_code,
+        reason = "read by queued delivery (received_at), the next change"
+    )]
     pub timestamp: Option<time::OffsetDateTime>,
 }
 
@@ -130,10 +133,15 @@ impl Unverified {
     /// on a shadow route (a wrong media type): on such a route every failure
     /// becomes [`Checked::Shadowed`]; on an enforcing route `prior` is None
     /// and a failure is the rejection.
-    pub(crate) fn check(self, prior: Option<Rejection>) -> Result<Checked, Rejection> {
+    /// `now` is the time the replay window is measured from.
+    pub(crate) fn check(
+        self,
+        prior: Option<Rejection>,
+        now: time::OffsetDateTime,
+    ) -> Result<Checked, Rejection> {
         let verdict = match prior {
             Some(rejection) => Err(rejection),
-            None => self.verdict(),
+            None => self.verdict(now),
         };
         match verdict {
             Ok(Passed::Event(event)) => Ok(Checked::Verified(Verified {
@@ -153,7 +161,7 @@ impl Unverified {
         }
     }
 
-    fn verdict(&self) -> Result<Passed, Rejection> {
+    fn verdict(&self, now: time::OffsetDateTime) -> Result<Passed, Rejection> {
         let route = &self.route;
         let mut values = self.parts.headers.get_all(&route.signature_header).iter();
         let value = match (values.next(), values.next()) {
@@ -192,6 +200,7 @@ impl Unverified {
         if !route.allows(event.kind) {
             return Err(Rejection::EventNotAllowed(event.kind.as_str()));
         }
+        replay_window(route, event.timestamp, now)?;
         let campaign_id = HeaderValue::from_bytes(event.campaign_id.as_bytes()).map_err(|_| {
             Rejection::InvalidPayload(vec![Violation {
                 path: "/campaign_id".to_owned(),
@@ -205,6 +214,23 @@ impl Unverified {
             timestamp: Some(event.timestamp),
         }))
     }
+}
+
+/// The replay window on a known event's signed `timestamp`: not older
+/// than `max_event_age` (unless that is zero), not later than now plus
+/// `max_clock_skew`.
+fn replay_window(
+    route: &Route,
+    timestamp: time::OffsetDateTime,
+    now: time::OffsetDateTime,
+) -> Result<(), Rejection> {
+    if !route.max_event_age.is_zero() && timestamp < now - route.max_event_age {
+        return Err(Rejection::EventTooOld);
+    }
+    if timestamp > now + route.max_clock_skew {
+        return Err(Rejection::EventFromFuture);
+    }
+    Ok(())
 }
 
 /// What a request that passed the checks is.
