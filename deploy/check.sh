@@ -11,15 +11,23 @@
 #    each version in K8S_VERSIONS); cert-manager / Prometheus Operator CRDs
 #    get a basic shape check only (their schemas are not bundled). Then the
 #    deployment contract (ports, probes, mounts, security, grace period).
-# 3. The release binary (built by the caller, `cargo build --release
+#    The overlays deploy/overlays/queued (SQLite, StatefulSet + PVC) and
+#    queued-postgres (3 replicas, store URL from a Secret) are rendered and
+#    validated the same way, with the store's checks (volume where the
+#    config's store path points, fsGroup, replicas, PDB, Secret mount).
+# 3. The alert rules: deploy/alerts/check.sh (promtool check + unit tests).
+# 4. The release binary (built by the caller, `cargo build --release
 #    --locked`; this script never runs cargo): `hookgate check` on
 #    kubernetes/config.toml, then the image's runtime contract without Docker:
 #    UID/GID 65532, no capabilities, no-new-privs, a read-only root file
 #    system, config/secret/TLS files in kubelet's `..data` symlink layout,
 #    /readyz, a signed event end to end, hot reload of a rotated secret and
-#    certificate, and a clean exit on SIGTERM.
+#    certificate, and a clean exit on SIGTERM. `hookgate check` on the
+#    overlays' configs only with a binary that has queued delivery (`hookgate
+#    events --help` exits 0); otherwise they print SKIP.
 #
-# Prints PASS/FAIL per step and ends with `N passed, M failed`; exits 1 on any
+# Prints PASS/FAIL/SKIP per step and ends with `N passed, M failed, K
+# skipped`; exits 1 on any
 # failure. Every wait is bounded. Idempotent: installs only what is missing
 # and works in a fresh temporary directory that is removed at exit.
 #
@@ -33,6 +41,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEPLOY=$ROOT/deploy
 K8S=$DEPLOY/kubernetes
+OVERLAYS=(queued queued-postgres)   # under deploy/overlays/
 HELPER=$DEPLOY/check_manifests.py
 BIN=${HOOKGATE_BIN:-$ROOT/target/release/hookgate}
 K8S_VERSIONS=${K8S_VERSIONS:-"1.30.0 1.37.0"}
@@ -61,6 +70,7 @@ trap cleanup EXIT
 
 passed=0
 failed=0
+skipped=0
 nstep=0
 
 # step NAME FUNCTION [ARGS...]: run one check, its output into a log that is
@@ -80,6 +90,12 @@ step() {
         printf 'FAIL  %s\n' "$name"
         tail -n 40 "$log" | sed 's/^/      | /'
     fi
+}
+
+# skip NAME WHY: a step that cannot run here, counted apart.
+skip() {
+    skipped=$((skipped + 1))
+    printf 'SKIP  %s (%s)\n' "$1" "$2"
 }
 
 say() { printf '%s\n' "$*"; }
@@ -235,12 +251,48 @@ check_patch() {
     done
 }
 
+# Secret manifests are allowed only as *.example.yaml files outside every
+# kustomization, holding placeholders (check_manifests.py example-secret).
 check_no_secrets() {
-    local hits
+    local hits examples
     hits=$(grep -rlE 'BEGIN [A-Z ]*PRIVATE KEY|^kind: Secret' "$DEPLOY" --exclude=check.sh \
-        --exclude=check_manifests.py || true)
+        --exclude=check_manifests.py --exclude='*.example.yaml' || true)
     [[ -z $hits ]] || die "secret material or Secret objects in: $hits" || return
-    say "no private keys or Secret objects under deploy/"
+    if grep -rlE 'BEGIN [A-Z ]*PRIVATE KEY' "$DEPLOY" --include='*.example.yaml'; then
+        die "private key in an example file" || return
+    fi
+    mapfile -t examples < <(grep -rlE '^kind: Secret' "$DEPLOY" --include='*.example.yaml' || true)
+    if ((${#examples[@]})); then
+        python3 "$HELPER" example-secret "${examples[@]}" || return 1
+        if grep -rnE '^[[:space:]]*-[^#]*\.example\.yaml' "$DEPLOY" --include=kustomization.yaml; then
+            die "an example file is listed in a kustomization" || return
+        fi
+        local v
+        for v in $K8S_VERSIONS; do
+            python3 "$HELPER" validate "$v" "${examples[@]}" || return 1
+        done
+    fi
+    say "no private keys or Secret objects under deploy/ but placeholder examples (${#examples[@]})"
+}
+
+check_render_overlay() { # NAME
+    render "$DEPLOY/overlays/$1" >"$WORK/overlay-$1.yaml" || return 1
+    grep '^kind:' "$WORK/overlay-$1.yaml" | sort | uniq -c
+}
+
+check_rendered_overlay() { # NAME VERSION
+    [[ -s $WORK/overlay-$1.yaml ]] || die "no rendered overlay $1" || return
+    python3 "$HELPER" validate "$2" "$WORK/overlay-$1.yaml"
+}
+
+check_policy_overlay() { # NAME
+    [[ -s $WORK/overlay-$1.yaml ]] || die "no rendered overlay $1" || return
+    python3 "$HELPER" policy "$WORK/overlay-$1.yaml" "$DEPLOY/overlays/$1/config.toml" \
+        "$K8S/config.toml"
+}
+
+check_alerts() {
+    bash "$DEPLOY/alerts/check.sh"
 }
 
 # ----------------------------------------------------------- the binary --
@@ -305,6 +357,27 @@ make_cert() { # OUT_DIR CN CA_DIR
 
 free_port() { python3 "$HELPER" free-port; }
 
+# rewrite_config SRC DST ETC_DIR [VAR_DIR]: the deployed config with only the
+# pod-specific parts rewritten: /etc/hookgate (and /var/lib/hookgate) paths
+# into the tree, listeners on loopback ports, the stub upstream.
+rewrite_config() {
+    local src=$1 dst=$2 etc=$3 var=${4:-}
+    sed -e "s#\"/etc/hookgate/#\"$etc/#g" \
+        -e "s#\"/var/lib/hookgate/#\"$var/#g" \
+        -e "s#\"0\.0\.0\.0:8443\"#\"127.0.0.1:$HTTPS_PORT\"#" \
+        -e "s#\"0\.0\.0\.0:9901\"#\"127.0.0.1:$ADMIN_PORT\"#" \
+        -e "s#\"http://127\.0\.0\.1:8080\"#\"http://127.0.0.1:$UPSTREAM_PORT\"#" \
+        "$src" >"$dst" || return 1
+    if grep -nE '^[^#]*("/etc/hookgate/|"/var/lib/hookgate/|"0\.0\.0\.0:|"http://127\.0\.0\.1:8080")' "$dst"; then
+        die "$src changed shape: the lines above were not rewritten"
+        return 1
+    fi
+    if [[ -z $var ]] && grep -q '"/var/lib/hookgate/' "$src"; then
+        die "$src names /var/lib/hookgate but no directory was given for it"
+        return 1
+    fi
+}
+
 setup_sandbox() {
     command -v setpriv >/dev/null || die "setpriv (util-linux) missing" || return
     if ! getent group "$RUN_UID" >/dev/null; then
@@ -331,16 +404,7 @@ setup_sandbox() {
 
     # The deployed config.toml with only the pod-specific parts rewritten:
     # paths into the tree, listeners on loopback ports, the stub upstream.
-    sed -e "s#\"/etc/hookgate/#\"$ETC/#g" \
-        -e "s#\"0\.0\.0\.0:8443\"#\"127.0.0.1:$HTTPS_PORT\"#" \
-        -e "s#\"0\.0\.0\.0:9901\"#\"127.0.0.1:$ADMIN_PORT\"#" \
-        -e "s#\"http://127\.0\.0\.1:8080\"#\"http://127.0.0.1:$UPSTREAM_PORT\"#" \
-        "$K8S/config.toml" >"$src/config/config.toml" || return 1
-    if grep -nE '^[^#]*("/etc/hookgate/|"0\.0\.0\.0:|"http://127\.0\.0\.1:8080")' \
-        "$src/config/config.toml"; then
-        die "config.toml changed shape: the lines above were not rewritten"
-        return 1
-    fi
+    rewrite_config "$K8S/config.toml" "$src/config/config.toml" "$ETC" || return 1
 
     # The image: binary at /usr/local/bin/hookgate. The pod: /etc/hookgate
     # from the ConfigMap, with the two Secret volumes mounted inside it.
@@ -363,7 +427,10 @@ setup_sandbox() {
 check_config() {
     [[ -f $ETC/config.toml ]] || die "sandbox not set up" || return
     local out rc=0
+    # An empty environment, as in the pod: hookgate reads HOOKGATE_* variables
+    # as config keys, and this script's own HOOKGATE_BIN would be `bin`.
     out=$(setpriv --reuid="$RUN_UID" --regid="$RUN_UID" --clear-groups -- \
+        env -i PATH=/usr/local/bin:/usr/bin:/bin \
         "$IMG_BIN" check -c "$ETC/config.toml" 2>&1) || rc=$?
     printf '%s\n' "$out"
     ((rc == 0)) || die "hookgate check exited $rc" || return
@@ -371,6 +438,103 @@ check_config() {
         die "the secret value appears in the check output"
         return 1
     fi
+}
+
+# ------------------------------------------- the overlays' configs (second part) --
+
+# as_hookgate VAR_DIR CMD...: CMD as UID/GID 65532 without capabilities, with
+# a read-only root file system (a private mount namespace) in which only
+# VAR_DIR (if not empty) is writable: readOnlyRootFilesystem plus the
+# store's volume.
+as_hookgate() {
+    local var=$1
+    shift
+    # An empty environment, as in the pod (HOOKGATE_* variables are config keys).
+    local cmd=(setpriv --reuid="$RUN_UID" --regid="$RUN_UID" --clear-groups --no-new-privs
+        --inh-caps=-all --bounding-set=-all -- env -i PATH=/usr/local/bin:/usr/bin:/bin "$@")
+    if unshare --mount --propagation private true 2>/dev/null; then
+        # Bind / first, then the volume onto the new tree, then make only the
+        # / bind read-only: the volume's own mount stays writable.
+        timeout 60 unshare --mount --propagation private -- sh -c '
+            var=$1; shift
+            mount --bind / / || exit 97
+            if [ -n "$var" ]; then mount --bind "$var" "$var" || exit 97; fi
+            mount -o remount,bind,ro / || exit 97
+            exec "$@"' sh "$var" "${cmd[@]}"
+    else
+        timeout 60 "${cmd[@]}"
+    fi
+}
+
+# overlay_tree NAME TREE: TREE/etc/hookgate laid out as in the pod: the
+# overlay's config.toml (pod-specific parts rewritten) and the sandbox's
+# secret and TLS files, in the kubelet's ..data layout, read-only.
+overlay_tree() {
+    local name=$1 t=$2
+    [[ -d $WORK/src/secrets && -x $IMG_BIN ]] || die "sandbox not set up" || return
+    rm -rf "$t"
+    mkdir -p "$t/src/config" "$t/var/lib/hookgate" || return 1
+    rewrite_config "$DEPLOY/overlays/$name/config.toml" "$t/src/config/config.toml" \
+        "$t/etc/hookgate" "$t/var/lib/hookgate" || return 1
+    kubelet_volume "$t/etc/hookgate" "$t/src/config" || return 1
+    kubelet_volume "$t/etc/hookgate/secrets" "$WORK/src/secrets" || return 1
+    kubelet_volume "$t/etc/hookgate/tls" "$WORK/src/tls" || return 1
+}
+
+check_config_sqlite() {
+    local t=$WORK/overlay-queued var out rc=0 c
+    var=$t/var/lib/hookgate
+    overlay_tree queued "$t" || return 1
+    chmod -R a-w "$t/etc" || return 1
+    # What the kubelet does to the volume for fsGroup 65532: group 65532,
+    # group-writable, setgid (files created in it keep the group).
+    chown "root:$RUN_UID" "$var" && chmod 2770 "$var" || return 1
+    out=$(as_hookgate "$var" "$IMG_BIN" check -c "$t/etc/hookgate/config.toml" 2>&1) || rc=$?
+    printf '%s
+' "$out"
+    ((rc == 0)) || die "hookgate check exited $rc" || return
+    if grep -qF -f "$WORK/src/secrets/coolpopup" <<<"$out"; then
+        die "the secret value appears in the check output" || return
+    fi
+    say "note: store volume after check: $(ls -A "$var" | tr '
+' ' ')"
+    # The README's commands, on the fresh store.
+    for c in "list --state dead" "stats"; do
+        rc=0
+        # shellcheck disable=SC2086
+        out=$(as_hookgate "$var" "$IMG_BIN" events $c -c "$t/etc/hookgate/config.toml" 2>&1) || rc=$?
+        say "hookgate events $c (exit $rc):"
+        printf '%s
+' "$out"
+        ((rc == 0)) || die "hookgate events $c exited $rc" || return
+    done
+}
+
+# With no database: `hookgate check` opens the store (SPEC.md), so it must
+# fail with 78 and say that the store is the problem; a refused key would be
+# 78 too, so the output must not name one. The password must not be printed.
+check_config_postgres() {
+    local t=$WORK/overlay-queued-postgres out rc=0 pw port
+    overlay_tree queued-postgres "$t" || return 1
+    pw=$(openssl rand -hex 16) && port=$(free_port) || return 1
+    mkdir -p "$t/src/store" || return 1
+    # Nothing listens on $port: the connection is refused at once.
+    printf 'postgresql://hookgate:%s@127.0.0.1:%s/hookgate
+' "$pw" "$port" >"$t/src/store/url"
+    kubelet_volume "$t/etc/hookgate/store" "$t/src/store" || return 1
+    chmod -R a-w "$t/etc" || return 1
+    out=$(as_hookgate "" "$IMG_BIN" check -c "$t/etc/hookgate/config.toml" 2>&1) || rc=$?
+    printf '%s
+' "$out"
+    ((rc == 78)) || die "hookgate check exited $rc, want 78 (store unreachable)" || return
+    grep -qiE 'store|postgres|database' <<<"$out" || die "the error does not name the store" || return
+    if grep -qiE 'unknown (field|key)' <<<"$out"; then
+        die "a config key was refused" || return
+    fi
+    if grep -qF "$pw" <<<"$out"; then
+        die "the store password appears in the output" || return
+    fi
+    say "note: exit 78 naming the store (127.0.0.1:$port, nothing listening); password not printed"
 }
 
 start_upstream() {
@@ -606,11 +770,31 @@ done
 step "deployment contract: rendered base vs config.toml" check_policy
 step "sidecar-patch.yaml equals the sidecar in deployment.yaml" python3 "$HELPER" drift "$K8S"
 step "sidecar-patch.yaml applied to a sample Deployment (render + schemas)" check_patch
+for o in "${OVERLAYS[@]}"; do
+    step "render deploy/overlays/$o ($RENDERER)" check_render_overlay "$o"
+    for v in $K8S_VERSIONS; do
+        step "schemas (k8s $v): rendered overlays/$o" check_rendered_overlay "$o" "$v"
+    done
+    step "deployment contract: overlays/$o vs its config.toml (store, replicas, PDB)" \
+        check_policy_overlay "$o"
+done
+step "alert rules: deploy/alerts/check.sh (promtool check + unit tests, metric names)" check_alerts
 
 step "release binary present ($BIN)" check_binary
 if [[ -x $BIN ]]; then
     step "sandbox: uid $RUN_UID, read-only kubelet ..data tree, throwaway CA, P-256 cert, secret" setup_sandbox
     step "hookgate check -c config.toml (paths rewritten), secret not printed" check_config
+    # The overlays' configs use [store] and queued delivery (SPEC.md, second
+    # part): only a binary that has `hookgate events` knows them.
+    if "$BIN" events --help >/dev/null 2>&1; then
+        step "hookgate check -c overlays/queued/config.toml: sqlite on a 65532-writable volume, read-only root; events list/stats" \
+            check_config_sqlite
+        step "hookgate check -c overlays/queued-postgres/config.toml, no database: exit 78 naming the store" \
+            check_config_postgres
+    else
+        skip "hookgate check -c overlays/queued/config.toml" "binary predates queued delivery"
+        skip "hookgate check -c overlays/queued-postgres/config.toml" "binary predates queued delivery"
+    fi
     step "serve as $RUN_UID:$RUN_UID, no caps, read-only root: /readyz 200 within 10s" check_serve
     step "admin /healthz and /metrics 200" check_admin
     step "HTTPS GET on the route with the mounted certificate: 200" check_https_get
@@ -622,8 +806,8 @@ if [[ -x $BIN ]]; then
 else
     say "      not run without the binary: hookgate check on config.toml, and the runtime"
     say "      contract (uid 65532, read-only root, ..data tree, /readyz, forwarding,"
-    say "      hookgate send, hot reload, SIGTERM drain)"
+    say "      hookgate send, hot reload, SIGTERM drain), hookgate check on the overlays' configs"
 fi
 
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 ((failed == 0))

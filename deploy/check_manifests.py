@@ -10,17 +10,27 @@ kubernetes-validate (check.sh installs them); Python >= 3.11 for tomllib.
                                the Prometheus Operator add (their schemas are not
                                shipped with kubernetes-validate).
   render    KUSTOMIZE_DIR      fallback renderer, used only when no kustomize
-                               binary can be had: resources, configMapGenerator
-                               (without the hash suffix), images, labels and
-                               strategic-merge patches with a target.
+                               binary can be had: resources (files and bases),
+                               configMapGenerator (without the hash suffix;
+                               behavior create/replace), images, labels,
+                               strategic-merge patches (with a target, `null`
+                               deletes a key, `$patch: delete` an object) and
+                               JSON 6902 patches (add/remove/replace).
   overlay   BASE_DIR OUT_DIR   write a throwaway overlay that applies
                                sidecar-patch.yaml to a sample Deployment.
   patched   RENDERED           check that overlay's output: app untouched,
                                hookgate sidecar and volumes added.
   drift     BASE_DIR           the hookgate container and volumes in
                                sidecar-patch.yaml equal those in deployment.yaml.
-  policy    RENDERED CONFIG    the rendered base against the deployment contract
-                               (ports, probes, mounts, security, grace period).
+  policy    RENDERED CONFIG [BASE_CONFIG]
+                               the rendered base or overlay against the
+                               deployment contract (ports, probes, mounts,
+                               security, grace period; with a [store]: the
+                               store's volume or Secret, replicas, PDB). With
+                               BASE_CONFIG (an overlay's): CONFIG must equal it
+                               but for [store] and the queued delivery keys.
+  example-secret FILE...       Secret manifests shipped as examples hold
+                               placeholders only.
   dockerfile FILE              the image contract (stages, user, entrypoint...).
   free-port                    print a free TCP port on 127.0.0.1.
 """
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import os
+import posixpath
 import re
 import shutil
 import socket
@@ -44,6 +55,7 @@ CRD_SHAPES = {
     "ClusterIssuer": ("cert-manager.io/v1", []),
     "Certificate": ("cert-manager.io/v1", ["secretName", "issuerRef"]),
     "PodMonitor": ("monitoring.coreos.com/v1", ["selector", "podMetricsEndpoints"]),
+    "PrometheusRule": ("monitoring.coreos.com/v1", ["groups"]),
     "ServiceMonitor": ("monitoring.coreos.com/v1", ["selector", "endpoints"]),
 }
 
@@ -118,11 +130,11 @@ def by_name(items) -> dict:
 
 
 def duration_s(text: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
     total, rest = 0.0, text.strip()
-    for num, unit in re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)", rest):
+    for num, unit in re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", rest):
         total += float(num) * units[unit]
-    if not re.fullmatch(r"(\s*\d+(?:\.\d+)?\s*(ms|s|m|h))+\s*", rest):
+    if not re.fullmatch(r"(\s*\d+(?:\.\d+)?\s*(ms|s|m|h|d))+\s*", rest):
         raise ValueError(f"cannot parse duration {text!r}")
     return total
 
@@ -198,11 +210,15 @@ def cmd_validate(version: str, files: list[str]) -> int:
 
 def strategic_merge(base, patch):
     """Enough of Kubernetes' strategic merge for our patches: maps merge
-    recursively, lists of named maps merge by `name`, other lists replace."""
+    recursively (a `null` value deletes the key), lists of named maps merge
+    by `name`, other lists replace."""
     if isinstance(base, dict) and isinstance(patch, dict):
         out = dict(base)
         for k, v in patch.items():
-            out[k] = strategic_merge(base[k], v) if k in base else copy.deepcopy(v)
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = strategic_merge(base[k], v) if k in base else copy.deepcopy(v)
         return out
     if (isinstance(base, list) and isinstance(patch, list)
             and all(isinstance(i, dict) and "name" in i for i in base + patch)):
@@ -216,6 +232,37 @@ def strategic_merge(base, patch):
                 out.append(copy.deepcopy(item))
         return out
     return copy.deepcopy(patch)
+
+
+def json6902(doc: dict, ops: list) -> dict:
+    """RFC 6902 add/remove/replace, which is all our overlays use."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        kind, path = op["op"], op["path"]
+        keys = [k.replace("~1", "/").replace("~0", "~") for k in path.split("/")[1:]]
+        parent = doc
+        for k in keys[:-1]:
+            parent = parent[int(k)] if isinstance(parent, list) else parent[k]
+        last = keys[-1]
+        if isinstance(parent, list):
+            if kind == "add":
+                parent.insert(len(parent) if last == "-" else int(last), copy.deepcopy(op["value"]))
+            elif kind == "remove":
+                del parent[int(last)]
+            elif kind == "replace":
+                parent[int(last)] = copy.deepcopy(op["value"])
+            else:
+                raise SystemExit(f"fallback renderer: unsupported JSON patch op {kind!r}")
+        else:
+            if kind in ("add", "replace"):
+                if kind == "replace" and last not in parent:
+                    raise SystemExit(f"fallback renderer: replace of missing {path}")
+                parent[last] = copy.deepcopy(op["value"])
+            elif kind == "remove":
+                del parent[last]
+            else:
+                raise SystemExit(f"fallback renderer: unsupported JSON patch op {kind!r}")
+    return doc
 
 
 def matches(doc: dict, target: dict) -> bool:
@@ -235,7 +282,7 @@ def matches(doc: dict, target: dict) -> bool:
     return True
 
 
-def cmd_render(base: str) -> int:
+def render_docs(base: str) -> list[dict]:
     kust = yaml.safe_load(open(os.path.join(base, "kustomization.yaml"), encoding="utf-8"))
     supported = {"apiVersion", "kind", "resources", "configMapGenerator",
                  "patches", "images", "labels"}
@@ -244,27 +291,52 @@ def cmd_render(base: str) -> int:
         raise SystemExit(f"fallback renderer: unsupported kustomization fields {sorted(extra)}")
     docs: list[dict] = []
     for res in kust.get("resources", []):
-        docs.extend(load_docs(os.path.join(base, res)))
+        path = os.path.join(base, res)
+        docs.extend(render_docs(path) if os.path.isdir(path) else load_docs(path))
     for gen in kust.get("configMapGenerator", []):
         data = {}
         for f in gen.get("files", []):
             key, _, src = f.partition("=") if "=" in f else (os.path.basename(f), "", f)
             data[key] = open(os.path.join(base, src or f), encoding="utf-8").read()
-        docs.append({"apiVersion": "v1", "kind": "ConfigMap",
-                     "metadata": {"name": gen["name"]}, "data": data})
+        cm = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": gen["name"]}, "data": data}
+        behavior = gen.get("behavior", "create")
+        old = [n for n, d in enumerate(docs) if d.get("kind") == "ConfigMap"
+               and dig(d, "metadata", "name") == gen["name"]]
+        if behavior == "create":
+            if old:
+                raise SystemExit(f"fallback renderer: ConfigMap {gen['name']} exists")
+            docs.append(cm)
+        elif behavior == "replace" and len(old) == 1:
+            cm["metadata"] = docs[old[0]]["metadata"]
+            docs[old[0]] = cm
+        else:
+            raise SystemExit(f"fallback renderer: configMapGenerator behavior {behavior!r}")
     for p in kust.get("patches", []):
-        patch = yaml.safe_load(open(os.path.join(base, p["path"]), encoding="utf-8"))
+        if "path" in p:
+            patch = yaml.safe_load(open(os.path.join(base, p["path"]), encoding="utf-8"))
+        else:
+            patch = yaml.safe_load(p["patch"])
+        if p.get("options"):
+            raise SystemExit("fallback renderer: patch options are not supported")
         target = p.get("target")
-        for n, doc in enumerate(docs):
+        out = []
+        for doc in docs:
+            if isinstance(patch, list):   # JSON 6902: needs a target
+                out.append(json6902(doc, patch) if target and matches(doc, target) else doc)
+                continue
             if target is not None:
                 hit = matches(doc, target)
             else:
                 hit = (doc.get("kind") == patch.get("kind")
                        and dig(doc, "metadata", "name") == dig(patch, "metadata", "name"))
+            if hit and patch.get("$patch") == "delete":
+                continue
             if hit:
-                merged = strategic_merge(doc, {k: v for k, v in patch.items()
-                                               if k != "metadata"})
-                docs[n] = merged
+                doc = strategic_merge(doc, {k: v for k, v in patch.items()
+                                            if k != "metadata"})
+            out.append(doc)
+        docs = out
     for img in kust.get("images", []):
         for doc in docs:
             spec = dig(doc, "spec", "template", "spec") or {}
@@ -275,7 +347,11 @@ def cmd_render(base: str) -> int:
     for lab in kust.get("labels", []):
         for doc in docs:
             doc.setdefault("metadata", {}).setdefault("labels", {}).update(lab["pairs"])
-    sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
+    return docs
+
+
+def cmd_render(base: str) -> int:
+    sys.stdout.write(yaml.safe_dump_all(render_docs(base), sort_keys=False))
     return 0
 
 
@@ -362,10 +438,86 @@ def cmd_drift(base: str) -> int:
 
 # ----------------------------------------------------------------- policy --
 
-def cmd_policy(rendered: str, config_path: str) -> int:
+# Keys of the second part of SPEC.md that an overlay adds to the base config.
+STORE_KEYS = {"engine", "path", "url_file", "tls", "timeout"}
+QUEUED_ROUTE_KEYS = {"delivery", "delivery_concurrency", "retry_schedule", "max_delivery_age",
+                     "retention_delivered", "retention_dead"}
+
+
+def check_store_config(cfg: dict, probs: Problems) -> None:
+    """[store] and the routes' delivery keys, as SPEC.md defines them; the
+    binary checks every key when it knows them (check.sh runs it then)."""
+    store = cfg.get("store")
+    routes = cfg.get("routes", [])
+
+    def dur(where: str, value) -> float | None:
+        try:
+            return duration_s(value)
+        except (ValueError, AttributeError):
+            probs.add(f"{where}: {value!r} is not a duration")
+            return None
+
+    if store is not None:
+        probs.check(set(store) <= STORE_KEYS, f"[store] unknown keys {sorted(set(store) - STORE_KEYS)}")
+        engine = store.get("engine", "sqlite")
+        probs.check(engine in ("sqlite", "postgres"), f"store.engine {engine!r}")
+        if engine == "sqlite":
+            probs.check(str(store.get("path", "")).startswith("/"), "store.path must be absolute")
+            probs.check("url_file" not in store and "tls" not in store,
+                        "store.url_file/tls are postgres keys")
+        else:
+            probs.check(str(store.get("url_file", "")).startswith("/"),
+                        "store.url_file must be an absolute path")
+            probs.check("path" not in store, "store.path is a sqlite key")
+            probs.check(store.get("tls", "require") in ("require", "verify-full"),
+                        f"store.tls {store.get('tls')!r}: want require or verify-full (events "
+                        "hold personal data; never disable across a network)")
+        if "timeout" in store:
+            dur("store.timeout", store["timeout"])
+    for r in routes:
+        where = f"routes[{r.get('name')}]"
+        delivery = r.get("delivery", "direct")
+        probs.check(delivery in ("direct", "queued"), f"{where}.delivery {delivery!r}")
+        if delivery == "queued":
+            probs.check(store is not None, f"{where}: delivery = \"queued\" needs a [store]")
+        sched = r.get("retry_schedule")
+        if sched is not None:
+            probs.check(isinstance(sched, list) and len(sched) > 0,
+                        f"{where}.retry_schedule must be a non-empty list")
+            for n, step in enumerate(sched or []):
+                dur(f"{where}.retry_schedule[{n}]", step)
+        for key in ("max_delivery_age", "retention_delivered", "retention_dead"):
+            if key in r:
+                dur(f"{where}.{key}", r[key])
+        if "delivery_concurrency" in r:
+            probs.check(isinstance(r["delivery_concurrency"], int) and r["delivery_concurrency"] >= 1,
+                        f"{where}.delivery_concurrency must be an integer >= 1")
+
+
+def without_store(cfg: dict) -> dict:
+    cfg = copy.deepcopy(cfg)
+    cfg.pop("store", None)
+    for r in cfg.get("routes", []):
+        for key in QUEUED_ROUTE_KEYS:
+            r.pop(key, None)
+    return cfg
+
+
+def cmd_policy(rendered: str, config_path: str, base_config: str | None = None) -> int:
     probs = Problems()
     cfg = tomllib.load(open(config_path, "rb"))
     docs = load_docs(rendered)
+    check_store_config(cfg, probs)
+    store = cfg.get("store")
+    engine = store.get("engine", "sqlite") if store else None
+    if base_config is not None:
+        base = tomllib.load(open(base_config, "rb"))
+        probs.check(without_store(cfg) == without_store(base),
+                    f"{config_path} differs from {base_config} beyond [store] and the "
+                    f"routes' {', '.join(sorted(QUEUED_ROUTE_KEYS))}")
+        probs.check(store is not None, f"{config_path}: an overlay config without [store]")
+        probs.check(any(r.get("delivery") == "queued" for r in cfg.get("routes", [])),
+                    f"{config_path}: no route with delivery = \"queued\"")
     kinds = {}
     for d in docs:
         kinds.setdefault(d.get("kind"), []).append(d)
@@ -387,8 +539,12 @@ def cmd_policy(rendered: str, config_path: str) -> int:
                 "rendered ConfigMap does not carry config.toml verbatim")
     cm_name = dig(cms, 0, "metadata", "name", default="")
 
-    dep = (kinds.get("Deployment") or [{}])[0]
+    workloads = kinds.get("Deployment", []) + kinds.get("StatefulSet", [])
+    probs.check(len(workloads) == 1,
+                f"want one Deployment or StatefulSet, got {len(workloads)}")
+    dep = (workloads or [{}])[0]
     spec = dig(dep, "spec", "template", "spec", default={})
+    replicas = dig(dep, "spec", "replicas", default=1)
     hg = by_name(spec.get("initContainers")).get("hookgate") or {}
     probs.check(hg.get("restartPolicy") == "Always",
                 "hookgate must be an initContainer with restartPolicy Always")
@@ -420,10 +576,69 @@ def cmd_policy(rendered: str, config_path: str) -> int:
 
     mounts = {m["name"]: m for m in hg.get("volumeMounts", [])}
     vols = by_name(spec.get("volumes"))
+    claims = {dig(c, "metadata", "name"): c for c in dig(dep, "spec", "volumeClaimTemplates",
+                                                         default=[])}
+    writable: set[str] = set()
+    secret_dirs = ["/etc/hookgate/tls/", "/etc/hookgate/secrets/"]
+
+    def mount_of(path: str):
+        """The hookgate mount that holds `path` (the deepest one)."""
+        hits = [m for m in mounts.values()
+                if path.startswith(m.get("mountPath", "").rstrip("/") + "/")]
+        return max(hits, key=lambda m: len(m["mountPath"]), default=None)
+
+    if engine == "sqlite":
+        path = store["path"]
+        m = mount_of(path)
+        probs.check(m is not None and m["mountPath"] == posixpath.dirname(path),
+                    f"store.path {path}: its directory must be a volume mounted on hookgate")
+        probs.check(m is None or not m["mountPath"].startswith("/etc/hookgate"),
+                    "the store must not live in the read-only config volume")
+        probs.check(m is None or m.get("readOnly") is not True,
+                    f"the store's mount {m and m['name']} is readOnly")
+        if m is not None:
+            writable.add(m["name"])
+            claim = claims.get(m["name"])
+            probs.check(claim is not None,
+                        f"volume {m['name']} is not a volumeClaimTemplate (emptyDir loses the "
+                        "queue with the pod: deploy/README.md)")
+            probs.check(dig(claim, "spec", "accessModes") == ["ReadWriteOnce"],
+                        "the store's claim must be ReadWriteOnce (one pod, one writer)")
+            probs.check(dig(claim, "spec", "resources", "requests", "storage") is not None,
+                        "the store's claim has no storage request")
+        probs.check(dep.get("kind") == "StatefulSet",
+                    "a sqlite store wants a StatefulSet: one pod per ReadWriteOnce volume, the "
+                    "old pod stopped before the new one starts")
+        probs.check(replicas == 1, f"sqlite is single-node: replicas {replicas}, want 1")
+        probs.check(dig(spec, "securityContext", "fsGroup") == 65532,
+                    "pod securityContext.fsGroup must be 65532 so hookgate can write the volume")
+    elif engine == "postgres":
+        url = store["url_file"]
+        m = mount_of(url)
+        probs.check(m is not None and m["mountPath"] == posixpath.dirname(url),
+                    f"store.url_file {url}: its directory must be a mounted Secret volume")
+        if m is not None:
+            probs.check(dig(vols, m["name"], "secret", "secretName") is not None,
+                        f"volume {m['name']} (store URL) is not a Secret")
+            secret_dirs.append(m["mountPath"].rstrip("/") + "/")
+        probs.check(dep.get("kind") == "Deployment", "a postgres store: a Deployment")
+        probs.check(not claims and not any("persistentVolumeClaim" in v or "emptyDir" in v
+                                           for v in vols.values()),
+                    "a postgres store: no volume of hookgate's own")
+    if engine != "sqlite":
+        probs.check(replicas >= 2, f"replicas {replicas}: want at least 2")
+    if dep.get("kind") == "Deployment":
+        probs.check(dig(dep, "spec", "strategy", "rollingUpdate", "maxUnavailable") == 0,
+                    "Deployment rollingUpdate.maxUnavailable must be 0")
+    else:
+        probs.check(dig(dep, "spec", "updateStrategy", "type", default="RollingUpdate")
+                    == "RollingUpdate", "StatefulSet updateStrategy must be RollingUpdate")
+
     for m in mounts.values():
         probs.check("subPath" not in m and "subPathExpr" not in m,
                     f"mount {m['name']} uses subPath: no hot reload")
-        probs.check(m.get("readOnly") is True, f"mount {m['name']} not readOnly")
+        if m["name"] not in writable:
+            probs.check(m.get("readOnly") is True, f"mount {m['name']} not readOnly")
     want_mounts = {
         "hookgate-config": ("/etc/hookgate", "configMap", "name", cm_name),
         "coolpopup-webhook-secret": ("/etc/hookgate/secrets", "secret", "secretName",
@@ -441,10 +656,12 @@ def cmd_policy(rendered: str, config_path: str) -> int:
     files = [cfg["server"]["tls"]["cert_file"], cfg["server"]["tls"]["key_file"]]
     for r in cfg.get("routes", []):
         files += r.get("secret_files", [])
+    if engine == "postgres":
+        files.append(store["url_file"])
     probs.check(any(f.startswith("/etc/hookgate/secrets/") for f in files),
                 "no route secret under /etc/hookgate/secrets")
     for f in files:
-        probs.check(f.startswith(("/etc/hookgate/tls/", "/etc/hookgate/secrets/")),
+        probs.check(f.startswith(tuple(secret_dirs)),
                     f"{f} is outside the mounted secret volumes")
     probs.check(cfg["server"]["tls"]["cert_file"] == "/etc/hookgate/tls/tls.crt"
                 and cfg["server"]["tls"]["key_file"] == "/etc/hookgate/tls/tls.key",
@@ -483,10 +700,26 @@ def cmd_policy(rendered: str, config_path: str) -> int:
                 == dig(dep, "spec", "selector", "matchLabels"),
                 "NetworkPolicy selects other pods than the Deployment's")
 
-    pdb = (kinds.get("PodDisruptionBudget") or [{}])[0]
-    probs.check(dig(dep, "spec", "replicas", default=1) >= 2
-                and dig(pdb, "spec", "minAvailable") == 1,
-                "want replicas >= 2 with a PodDisruptionBudget minAvailable 1")
+    rules = kinds.get("PrometheusRule", [])
+    probs.check(len(rules) == 1 and dig(rules, 0, "spec", "groups"),
+                "want the PrometheusRule with hookgate's alerts")
+
+    pdbs = kinds.get("PodDisruptionBudget", [])
+    if replicas == 1:
+        # minAvailable 1 (or maxUnavailable 0) of one pod blocks every drain.
+        probs.check(not pdbs, "one replica: a PodDisruptionBudget can only block node drains")
+    else:
+        pdb = (pdbs or [{}])[0]
+        low = dig(pdb, "spec", "minAvailable")
+        high = dig(pdb, "spec", "maxUnavailable")
+        ok = ((isinstance(low, int) and high is None and 1 <= low <= replicas - 1)
+              or (isinstance(high, int) and low is None and 1 <= high <= replicas - 1))
+        probs.check(len(pdbs) == 1 and ok,
+                    f"want a PodDisruptionBudget that keeps >= 1 of {replicas} replicas up and "
+                    f"lets >= 1 be evicted (minAvailable {low}, maxUnavailable {high})")
+        probs.check(dig(pdb, "spec", "selector", "matchLabels")
+                    == dig(dep, "spec", "selector", "matchLabels"),
+                    "PodDisruptionBudget selects other pods than the workload's")
 
     pm = (kinds.get("PodMonitor") or [{}])[0]
     ep = dig(pm, "spec", "podMetricsEndpoints", 0, default={})
@@ -504,7 +737,26 @@ def cmd_policy(rendered: str, config_path: str) -> int:
 
     # No secret material anywhere in the rendered output.
     probs.check("Secret" not in kinds, "rendered output contains a Secret")
-    return probs.finish("deployment contract holds")
+    what = {None: "no store", "sqlite": "sqlite store", "postgres": "postgres store"}[engine]
+    return probs.finish(f"deployment contract holds ({dep.get('kind')} of {replicas}, {what})")
+
+
+def cmd_example_secret(files: list[str]) -> int:
+    """A Secret shipped as an example carries placeholders, never a value."""
+    probs = Problems()
+    count = 0
+    for path in files:
+        for doc in load_docs(path):
+            if doc.get("kind") != "Secret":
+                continue
+            count += 1
+            name = dig(doc, "metadata", "name")
+            probs.check(not doc.get("data"), f"{path}: Secret {name} has base64 `data`")
+            for key, value in (doc.get("stringData") or {}).items():
+                probs.check("PLACEHOLDER" in str(value),
+                            f"{path}: Secret {name} key {key} holds no PLACEHOLDER marker")
+    probs.check(count > 0, "no Secret in the example files")
+    return probs.finish(f"{count} example Secret(s) hold placeholders only")
 
 
 # ------------------------------------------------------------- dockerfile --
@@ -571,8 +823,10 @@ def main(argv: list[str]) -> int:
         return cmd_patched(args[0])
     if cmd == "drift" and len(args) == 1:
         return cmd_drift(args[0])
-    if cmd == "policy" and len(args) == 2:
+    if cmd == "policy" and len(args) in (2, 3):
         return cmd_policy(*args)
+    if cmd == "example-secret" and args:
+        return cmd_example_secret(args)
     if cmd == "dockerfile" and len(args) == 1:
         return cmd_dockerfile(args[0])
     if cmd == "free-port" and not args:
