@@ -31,6 +31,9 @@ pub enum Rejection {
     /// `X-Forwarded-Proto: https` (only with `server.tls.enabled = false`).
     #[error("HTTPS is required: send through the TLS-terminating proxy")]
     HttpsRequired,
+    /// The request does not name exactly one host (RFC 9112 §3.2, RFC 9113 §8.3.1).
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
     /// No route has this path.
     #[error("no route for this path")]
     NotFound,
@@ -89,6 +92,7 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::HttpsRequired => StatusCode::FORBIDDEN,
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -113,6 +117,7 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         match self {
             Self::HttpsRequired => "https_required",
+            Self::InvalidRequest(_) => "invalid_request",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -137,6 +142,7 @@ impl Rejection {
     pub fn fault(&self) -> Fault {
         match self {
             Self::HttpsRequired
+            | Self::InvalidRequest(_)
             | Self::NotFound
             | Self::MethodNotAllowed
             | Self::PayloadTooLarge { .. }

@@ -1446,3 +1446,165 @@ async fn http2_stream_reset_mid_request_does_not_keep_the_connection_busy() {
     );
     assert_eq!(upstream.take().len(), 1, "forwarded once, before the reset");
 }
+
+// === requests at the edges (SPEC, second part) ===
+
+/// RFC 9112 §3.2: an HTTP/1.1 request names exactly one host. Two `Host`
+/// lines, or none, are 400 `invalid_request` and reach nobody; HTTP/1.0
+/// may go without one.
+#[tokio::test]
+async fn http1_host_must_be_unambiguous() {
+    let (upstream, sidecar) = world().await;
+    let body = body_of("popup.shown");
+    let sig = format!("X-CoolPopup-Signature: {}", sign(&body, SECRET));
+    let len = format!("Content-Length: {}", body.len());
+    for (what, head) in [
+        (
+            "two Host lines",
+            format!(
+                "POST {ROUTE} HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\
+                 Content-Type: application/json\r\n{sig}\r\n{len}\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "no Host",
+            format!(
+                "POST {ROUTE} HTTP/1.1\r\nContent-Type: application/json\r\n{sig}\r\n{len}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        ),
+    ] {
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(&body);
+        let ex = exchange(&sidecar, &raw).await;
+        assert_eq!(ex.only_status(), 400, "{what}:\n{}", ex.text);
+        assert!(
+            ex.has("\"error\":\"invalid_request\""),
+            "{what}:\n{}",
+            ex.text
+        );
+        upstream.assert_nothing();
+    }
+    // HTTP/1.0 without Host: accepted, no X-Forwarded-Host to set.
+    let mut raw = format!(
+        "POST {ROUTE} HTTP/1.0\r\nContent-Type: application/json\r\n{sig}\r\n{len}\r\n\r\n"
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let ex = exchange(&sidecar, &raw).await;
+    assert_eq!(ex.only_status(), 200, "{}", ex.text);
+    assert!(upstream.only_one().all("x-forwarded-host").is_empty());
+}
+
+/// RFC 9112 §3.2.2: with an absolute-form target, its authority is the
+/// host; a different `Host` line does not reach the app.
+#[tokio::test]
+async fn absolute_form_target_names_the_host() {
+    let (upstream, sidecar) = world().await;
+    let body = body_of("popup.shown");
+    let mut raw = format!(
+        "POST https://hooks.example.com{ROUTE} HTTP/1.1\r\nHost: evil.example\r\n\
+         Content-Type: application/json\r\nX-CoolPopup-Signature: {}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        sign(&body, SECRET),
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let ex = exchange(&sidecar, &raw).await;
+    assert_eq!(ex.only_status(), 200, "{}", ex.text);
+    let got = upstream.only_one();
+    assert_eq!(got.all("x-forwarded-host"), ["hooks.example.com"]);
+    assert_eq!(got.body, body);
+}
+
+/// RFC 9113 §8.3.1: on HTTP/2 a `host` header, if sent, must equal
+/// `:authority`.
+#[tokio::test]
+async fn http2_host_must_match_authority() {
+    let (upstream, sidecar) = world().await;
+    let body = Bytes::from(body_of("popup.shown"));
+    let authority = format!("localhost:{}", sidecar.addr.port());
+    let tls = sidecar.connect(Version::H2).await;
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    for (host, want) in [
+        (Some("evil.example"), 400),
+        (Some(authority.as_str()), 200),
+        (None, 200),
+    ] {
+        let mut client = client.clone().ready().await.unwrap();
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://{authority}{ROUTE}"))
+            .header("content-type", "application/json")
+            .header("x-coolpopup-signature", sign(&body, SECRET));
+        if let Some(host) = host {
+            req = req.header("host", host);
+        }
+        let (answer, mut stream) = client.send_request(req.body(()).unwrap(), false).unwrap();
+        stream.send_data(body.clone(), true).unwrap();
+        let answer = answer.await.unwrap();
+        let status = answer.status().as_u16();
+        let mut data = answer.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = data.data().await {
+            let chunk = chunk.unwrap();
+            data.flow_control().release_capacity(chunk.len()).unwrap();
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(
+            status,
+            want,
+            "host {host:?}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        if want == 400 {
+            assert!(String::from_utf8_lossy(&got).contains("invalid_request"));
+            upstream.assert_nothing();
+        } else {
+            assert_eq!(
+                upstream.only_one().all("x-forwarded-host"),
+                [authority.as_str()]
+            );
+        }
+    }
+}
+
+/// `Expect: 100-continue` is answered by hookgate (it reads the body) and
+/// never forwarded: an app that refuses `Expect` with 417 would make the
+/// provider retry forever.
+#[tokio::test]
+async fn expect_is_never_forwarded() {
+    let (upstream, sidecar) = world().await;
+    let body = body_of("popup.shown");
+    let raw = signed_request(&body, &["Expect: 100-continue", "Connection: close"]);
+    let ex = exchange(&sidecar, &raw).await;
+    assert!(ex.text.starts_with("HTTP/1.1 100 Continue"), "{}", ex.text);
+    assert!(ex.has("HTTP/1.1 200 OK"), "{}", ex.text);
+    let got = upstream.only_one();
+    assert!(got.all("expect").is_empty(), "Expect reached the app");
+    assert_eq!(got.body, body);
+}
+
+/// serde_json's recursion limit: 127 levels (the top-level object is one)
+/// are accepted, 128 are `invalid_json`; the README says the same.
+#[tokio::test]
+async fn nesting_127_is_accepted_and_128_is_not() {
+    let (upstream, sidecar) = world().await;
+    let nested = |depth: usize| {
+        let shown = String::from_utf8(body_of("popup.shown")).unwrap();
+        let inner = format!("{}{}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+        shown
+            .replacen('{', &format!("{{\"deep\":{inner},"), 1)
+            .into_bytes()
+    };
+    let ok = nested(127);
+    assert_eq!(sidecar.post(ROUTE, &ok).await.status, 200);
+    assert_eq!(upstream.only_one().body, ok);
+    sidecar
+        .post(ROUTE, &nested(128))
+        .await
+        .expect_error(400, "invalid_json");
+    upstream.assert_nothing();
+}

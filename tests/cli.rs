@@ -220,6 +220,53 @@ fn check_reports_every_problem_at_once() {
     );
 }
 
+/// A secret file an editor saved with a byte-order mark, or with a stray
+/// control character, could never match a signature: `check` (and `serve`)
+/// refuse it with exit 78, naming the file and the problem, never the value.
+#[test]
+fn check_refuses_secrets_no_signature_could_match() {
+    let m = Material::new();
+    for (name, content, problem) in [
+        (
+            "bom",
+            [&b"\xEF\xBB\xBF"[..], SECRET, b"\n"].concat(),
+            "byte-order mark",
+        ),
+        ("ctl", [SECRET, b"\x07x\n"].concat(), "control character"),
+    ] {
+        let secret = m.file(name, &content);
+        let text = m
+            .config(
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                "http://127.0.0.1:18080",
+                "",
+                "",
+            )
+            .replace(
+                &m.secret.display().to_string(),
+                &secret.display().to_string(),
+            );
+        let config = m.file("config.toml", text.as_bytes());
+        for command in ["check", "serve"] {
+            let ran = run(hookgate().arg(command).arg("-c").arg(&config));
+            assert_eq!(
+                ran.code,
+                Some(78),
+                "{name} {command}: stderr:\n{}",
+                ran.stderr
+            );
+            assert_names_all(&ran, &["routes[0].secret_files[0]", problem]);
+            assert!(
+                ran.stderr.contains(&secret.display().to_string()),
+                "{}",
+                ran.stderr
+            );
+            assert!(!ran.stderr.contains(secret_text()), "the secret leaked");
+        }
+    }
+}
+
 #[test]
 fn check_of_a_missing_config_file_is_a_config_error() {
     let m = Material::new();

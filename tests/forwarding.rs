@@ -10,7 +10,11 @@ async fn forwards_exact_bytes() {
     let (upstream, sidecar) = world().await;
     // A layout no serializer reproduces: tabs, " : ", an escaped non-ASCII
     // character, a trailing CRLF.
-    let body = b"{\t\"event\" : \"popup.converted\",\"campaign_id\":\"camp_abc123\",\"campaign_name\" : \"\\u00e9t\\u00e9\",\n\"timestamp\":\"2026-04-26T12:00:00Z\",\"visitor\":{\"email\":\"jane@example.com\",\"fields\":{}},\"page_url\":\"https://yoursite.com/x\"}\r\n";
+    let body = format!(
+        "{{\t\"event\" : \"popup.converted\",\"campaign_id\":\"camp_abc123\",\"campaign_name\" : \"\\u00e9t\\u00e9\",\n\"timestamp\":\"{}\",\"visitor\":{{\"email\":\"jane@example.com\",\"fields\":{{}}}},\"page_url\":\"https://yoursite.com/x\"}}\r\n",
+        fixture_time()
+    );
+    let body = body.as_bytes();
     let reply = sidecar.post("/webhooks/coolpopup", body).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let up = upstream.only_one();
@@ -272,10 +276,25 @@ async fn upstream_2xx_becomes_200_and_errors_pass_through() {
                 "upstream body passed on for {code}"
             );
         }
+        // The app's headers stay inside but for Content-Type and Retry-After.
+        for inside in ["x-upstream", "server", "set-cookie", "location"] {
+            assert!(
+                !reply.headers.contains_key(inside),
+                "{code}: {inside} leaked"
+            );
+        }
+        if code != 204 {
+            assert_eq!(reply.headers["content-type"], "application/json", "{code}");
+        }
         assert_eq!(
-            reply.headers["x-upstream"], "yes",
-            "upstream headers passed on"
+            reply
+                .headers
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap()),
+            (code == 503).then_some("7"),
+            "{code}: Retry-After"
         );
+        assert!(reply.headers.contains_key("x-request-id"));
     }
 }
 

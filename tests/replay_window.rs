@@ -7,7 +7,10 @@ mod support;
 use support::*;
 
 /// A `popup.shown` body whose timestamp is now plus `offset_secs`.
-#[expect(clippy::unwrap_used, reason = "a test fixture: formatting now cannot fail")]
+#[expect(
+    clippy::unwrap_used,
+    reason = "a test fixture: formatting now cannot fail"
+)]
 fn shown_at(offset_secs: i64) -> Vec<u8> {
     let at = time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)

@@ -124,6 +124,10 @@ pub fn normalize_request(
     // it as it fills.
     headers.reserve(ADDED_HEADERS);
     strip_hop_by_hop(headers);
+    // hookgate has read the whole body already (and answered any
+    // `100-continue` itself): an app that refuses `Expect` with 417 would
+    // make the provider retry forever.
+    headers.remove(header::EXPECT);
     headers.remove(signature_header);
     let spoofable: Vec<HeaderName> = headers
         .keys()
@@ -194,11 +198,18 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// Removes hop-by-hop headers and those hyper recomputes from an upstream
-/// response before it is passed back to the provider.
+/// The app's headers the provider gets: only `Content-Type` and
+/// `Retry-After`. Everything else (`Server`, `Set-Cookie`, a `Location`
+/// naming an internal URL, `X-Powered-By`, ...) stays inside; hyper sets
+/// `Content-Length`, and hookgate `X-Request-Id`.
 pub fn normalize_response(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    headers.remove(header::CONTENT_LENGTH);
+    let mut kept = HeaderMap::with_capacity(2);
+    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+        for value in headers.get_all(&name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    *headers = kept;
 }
 
 #[cfg(test)]
@@ -250,6 +261,7 @@ mod tests {
             ("host", "hooks.example.com:8443"),
             ("content-type", "application/json; charset=utf-8"),
             ("user-agent", "CoolPopup/1.0"),
+            ("expect", "100-continue"),
         ]);
         let upstream_host = HeaderValue::from_static("127.0.0.1:8080");
         let rid = HeaderValue::from_static("rid-1");
@@ -283,6 +295,7 @@ mod tests {
         assert!(get("x-webhook-admin").is_empty());
         assert!(get("forwarded").is_empty());
         assert!(get("x-forwarded-port").is_empty());
+        assert!(get("expect").is_empty());
         assert_eq!(get("x-webhook-verified"), ["true"]);
         assert_eq!(get("x-forwarded-for"), ["10.1.2.3"]);
         assert_eq!(get("x-forwarded-proto"), ["https"]);
@@ -295,6 +308,24 @@ mod tests {
         assert_eq!(get("x-webhook-event"), ["popup.clicked"]);
         assert_eq!(get("x-webhook-campaign-id"), ["camp_1"]);
         assert_eq!(get("user-agent"), ["CoolPopup/1.0"]);
+    }
+
+    #[test]
+    fn only_content_type_and_retry_after_leave_the_app() {
+        let mut h = map(&[
+            ("server", "gunicorn/21"),
+            ("location", "http://127.0.0.1:8080/internal"),
+            ("set-cookie", "session=1"),
+            ("x-powered-by", "PHP/8"),
+            ("content-type", "application/json"),
+            ("retry-after", "120"),
+            ("content-length", "7"),
+            ("connection", "close"),
+        ]);
+        normalize_response(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "retry-after"]);
     }
 
     #[test]

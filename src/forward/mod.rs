@@ -173,12 +173,15 @@ fn normalize(
     } else {
         None
     };
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    // The host as the client named it: the target's authority (HTTP/2's
+    // `:authority`, an HTTP/1.1 absolute-form target), else `Host`. Head
+    // checks have refused a request where the two disagree on HTTP/2, and
+    // RFC 9112 §3.2.2 makes the target win on HTTP/1.1.
+    let original_host = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(header::HOST).cloned());
     headers::normalize_request(
         &mut parts.headers,
         &route.signature_header,

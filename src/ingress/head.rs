@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::{Method, header};
+use http::{Method, Version, header};
 
 use super::Gate;
 use crate::error::Rejection;
@@ -41,9 +41,12 @@ pub(super) fn admit(
     parts: &Parts,
     peer: &Peer,
 ) -> Result<(Arc<Route>, Head), Refused> {
+    let route = gate.routes.find(parts.uri.path()).cloned();
+    if let Err(rejection) = check_host(parts) {
+        return Err((route, rejection));
+    }
     // Plain HTTP is only for a trusted proxy that terminated TLS itself.
     let secure = gate.tls || (peer.trusted_proxy && forwarded_proto_is_https(&parts.headers));
-    let route = gate.routes.find(parts.uri.path()).cloned();
     if !secure {
         return Err((route, Rejection::HttpsRequired));
     }
@@ -64,6 +67,31 @@ pub(super) fn admit(
         )),
         Err(rejection) => Err((Some(route), rejection)),
     }
+}
+
+/// The request names exactly one host: at most one `Host` line; on
+/// HTTP/1.1 exactly one (RFC 9112 §3.2); on HTTP/2 a `host` header, if any,
+/// equal to `:authority` (RFC 9113 §8.3.1).
+fn check_host(parts: &Parts) -> Result<(), Rejection> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let (host, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(Rejection::InvalidRequest("more than one Host header"));
+    }
+    if parts.version == Version::HTTP_11 && host.is_none() {
+        return Err(Rejection::InvalidRequest("HTTP/1.1 request without Host"));
+    }
+    if parts.version >= Version::HTTP_2
+        && let (Some(host), Some(authority)) = (host, parts.uri.authority())
+        && !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
+        return Err(Rejection::InvalidRequest(
+            "the host header differs from :authority",
+        ));
+    }
+    Ok(())
 }
 
 /// `X-Forwarded-Proto: https`, exactly once.

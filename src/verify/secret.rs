@@ -28,6 +28,14 @@ pub enum SecretError {
     /// Empty (after trimming trailing whitespace).
     #[error("the secret is empty")]
     Empty,
+    /// Starts with a UTF-8 byte-order mark: an editor's mark, not part of
+    /// the provider's secret, so no signature could ever match.
+    #[error("starts with a UTF-8 byte-order mark (EF BB BF); save it without one")]
+    ByteOrderMark,
+    /// Holds a control character (a stray line break, NUL, tab...): no
+    /// provider secret does, so no signature could ever match.
+    #[error("contains a control character (byte {0:#04x}); secrets are printable text")]
+    ControlCharacter(u8),
 }
 
 impl Secret {
@@ -37,6 +45,12 @@ impl Secret {
         let trimmed = raw.trim_ascii_end();
         if trimmed.is_empty() {
             return Err(SecretError::Empty);
+        }
+        if trimmed.starts_with(b"\xEF\xBB\xBF") {
+            return Err(SecretError::ByteOrderMark);
+        }
+        if let Some(&b) = trimmed.iter().find(|b| b.is_ascii_control()) {
+            return Err(SecretError::ControlCharacter(b));
         }
         // HMAC accepts keys of any length; this cannot fail, but stay total.
         let keyed =
@@ -90,6 +104,28 @@ mod tests {
         let b = Secret::new(b"abc", "b").unwrap();
         let tag = a.mac().chain_update(b"x").finalize().into_bytes();
         assert!(b.mac().chain_update(b"x").verify_slice(&tag).is_ok());
+    }
+
+    #[test]
+    fn secrets_no_signature_could_match_are_refused() {
+        assert_eq!(
+            Secret::new(b"\xEF\xBB\xBFwhsec-abc\n", "x").unwrap_err(),
+            SecretError::ByteOrderMark
+        );
+        for (raw, byte) in [
+            (&b"whsec\nabc"[..], b'\n'),
+            (b"\twhsec", b'\t'),
+            (b"a\0b", 0),
+            (b"a\x7fb", 0x7f),
+        ] {
+            assert_eq!(
+                Secret::new(raw, "x").unwrap_err(),
+                SecretError::ControlCharacter(byte)
+            );
+        }
+        // Non-ASCII text and inner spaces are fine; trailing white space is trimmed.
+        assert!(Secret::new("geheim äöü 1".as_bytes(), "x").is_ok());
+        assert!(Secret::new(b"abc \r\n\t", "x").is_ok());
     }
 
     #[test]

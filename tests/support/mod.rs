@@ -124,6 +124,10 @@ impl Recorded {
     }
 }
 
+fn body_len_nonzero(status: u16) -> bool {
+    status != 204
+}
+
 /// Records every request; the path picks the answer: `/status/NNN` answers
 /// NNN, `/slow/MS` waits MS milliseconds first, anything else 200.
 pub struct Upstream {
@@ -184,7 +188,22 @@ impl Upstream {
                             };
                             let mut r = Response::new(Full::new(body));
                             *r.status_mut() = StatusCode::from_u16(status).unwrap();
-                            r.headers_mut().insert("x-upstream", "yes".parse().unwrap());
+                            // Headers that must stay inside (only Content-Type and
+                            // Retry-After reach the provider).
+                            let h = r.headers_mut();
+                            h.insert("x-upstream", "yes".parse().unwrap());
+                            h.insert("server", "gunicorn/21".parse().unwrap());
+                            h.insert("set-cookie", "session=internal".parse().unwrap());
+                            h.insert(
+                                "location",
+                                "http://127.0.0.1:8080/internal".parse().unwrap(),
+                            );
+                            if body_len_nonzero(status) {
+                                h.insert("content-type", "application/json".parse().unwrap());
+                            }
+                            if status == 503 {
+                                h.insert("retry-after", "7".parse().unwrap());
+                            }
                             Ok::<_, std::convert::Infallible>(r)
                         }
                     });
