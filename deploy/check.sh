@@ -636,9 +636,10 @@ check_https_get() {
 }
 
 write_event() {
-    cat >"$WORK/event.json" <<'EOF'
-{"event":"popup.converted","campaign_id":"camp_abc123","campaign_name":"Summer Sale Popup","timestamp":"2026-04-26T12:00:00Z","visitor":{"email":"jane@example.com","fields":{"name":"Jane Smith","email":"jane@example.com"}},"page_url":"https://yoursite.com/products/summer-sale"}
-EOF
+    # A fresh timestamp: the replay window refuses events older than 72 h.
+    local now
+    now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    printf '%s\n' "{\"event\":\"popup.converted\",\"campaign_id\":\"camp_abc123\",\"campaign_name\":\"Summer Sale Popup\",\"timestamp\":\"$now\",\"visitor\":{\"email\":\"jane@example.com\",\"fields\":{\"name\":\"Jane Smith\",\"email\":\"jane@example.com\"}},\"page_url\":\"https://yoursite.com/products/summer-sale\"}" >"$WORK/event.json"
 }
 
 # post_signed SECRET_FILE: POST the event signed with that secret.

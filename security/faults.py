@@ -264,10 +264,15 @@ class Provider:
         self.peer_certs = set()
         self.seq = Counter()
 
+    @staticmethod
+    def now():
+        """The current time, RFC 3339 (the replay window refuses old events)."""
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
     def body(self, event, attempt):
         return json.dumps({
             "event": "popup.converted", "campaign_id": event, "campaign_name": "Faults",
-            "timestamp": "2026-04-26T12:00:00Z",
+            "timestamp": self.now(),
             "visitor": {"email": "jane@example.com", "fields": {"name": "Jane"}},
             "page_url": "https://yoursite.com/p", "attempt": attempt,
         }, separators=(",", ":")).encode()

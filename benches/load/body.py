@@ -6,10 +6,11 @@ field. The same shape as benches/pipeline.rs's bodies.
   body.py OUT_FILE [SIZE]
 """
 import sys
+import time
 
 size = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
 head = ('{"event":"popup.converted","campaign_id":"camp_abc123","campaign_name":"Summer Sale Popup",'
-        '"timestamp":"2026-04-26T12:00:00Z","visitor":{"email":"jane@example.com",'
+        f'"timestamp":"{time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}","visitor":{{"email":"jane@example.com",'
         '"fields":{"name":"Jane Smith","email":"jane@example.com"')
 tail = '}},"page_url":"https://yoursite.com/products/summer-sale"'
 fields, i = "", 0
