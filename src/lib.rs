@@ -11,6 +11,8 @@
 
 mod cli;
 mod config;
+#[cfg_attr(not(test), expect(dead_code, reason = "wired into the gate in the next commits"))]
+mod dedup;
 mod error;
 mod forward;
 mod ingress;

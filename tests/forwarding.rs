@@ -18,7 +18,7 @@ async fn forwards_exact_bytes() {
     let reply = sidecar.post("/webhooks/coolpopup", body).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let up = upstream.only_one();
-    assert_eq!(&up.body[..], &body[..]);
+    assert_eq!(&up.body[..], body);
     assert_eq!(up.method, "POST");
     assert_eq!(up.path, "/hooks/popup");
     assert_eq!(up.all("content-length"), [body.len().to_string()]);
