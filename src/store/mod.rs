@@ -1,0 +1,373 @@
+//! The event store behind queued delivery and store-backed deduplication.
+//!
+//! One model, two engines: [`sqlite`] (embedded, the default) and
+//! [`postgres`] (shared by several replicas). Both implement [`Engine`];
+//! the rest of hookgate holds a [`Store`], which dispatches to the engine
+//! the config names. The shared conformance suite (`suite.rs`, tests only)
+//! runs against both engines, so they keep the same semantics.
+//!
+//! The model (SPEC "Queued delivery", "Duplicates", "`hookgate events`"):
+//!
+//! - `events`: one row per stored event: UUIDv7 id, route, event name,
+//!   state (`pending` | `delivered` | `dead`), attempts, `received_at`,
+//!   `next_attempt_at`, the lease (`lease_until`, `lease_token`),
+//!   `last_error`, `updated_at`, the exact body and the stored headers.
+//! - `dedup_keys`: SHA-256 key → route, expiry. Separate from `events`, so a
+//!   dropped or purged event keeps its key for the dedup window.
+//! - a schema version, migrated at open (versioned, idempotent).
+//!
+//! Times are Unix milliseconds ([`Millis`]) everywhere: both engines store
+//! them as 64-bit integers, and tests pass `now` explicitly.
+//!
+//! Nothing here ever logs a body, a header value or an email: errors carry
+//! the engine's message and the operation, never the data.
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+/// Unix time in milliseconds.
+pub(crate) type Millis = i64;
+
+/// A dedup key: SHA-256 over the route name, one zero byte, the raw body.
+pub(crate) type Key = [u8; 32];
+
+/// Where an event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum State {
+    /// Waiting for (or under) a delivery attempt.
+    Pending,
+    /// The app answered 2xx.
+    Delivered,
+    /// The app refused it, or it grew older than `max_delivery_age`.
+    Dead,
+}
+
+impl State {
+    /// The name used in the schema, the CLI and the metrics.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// Parses [`State::as_str`]'s output.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "delivered" => Some(Self::Delivered),
+            "dead" => Some(Self::Dead),
+            _ => None,
+        }
+    }
+
+    /// All states, in display order.
+    pub(crate) const ALL: [State; 3] = [Self::Pending, Self::Delivered, Self::Dead];
+}
+
+/// The dedup key an ingest claims, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DedupClaim {
+    /// SHA-256 over route, NUL, body.
+    pub(crate) key: Key,
+    /// Remembered until then (Unix ms).
+    pub(crate) expires_at: Millis,
+}
+
+/// An event to store (queued delivery's ingest).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct NewEvent {
+    /// A UUIDv7, made by the caller.
+    pub(crate) id: Uuid,
+    /// The route's name.
+    pub(crate) route: String,
+    /// The event name (`popup.converted`, or an unknown one forwarded).
+    pub(crate) event: String,
+    /// When hookgate received it.
+    pub(crate) received_at: Millis,
+    /// The exact bytes the provider sent.
+    pub(crate) body: Bytes,
+    /// The normalized headers for the app, encoded by the caller (opaque
+    /// to the store).
+    pub(crate) headers: Bytes,
+    /// Claim this key in the same transaction; if it is already claimed
+    /// and not expired, store nothing and answer [`Ingested::Duplicate`].
+    pub(crate) dedup: Option<DedupClaim>,
+}
+
+impl std::fmt::Debug for NewEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewEvent")
+            .field("id", &self.id)
+            .field("route", &self.route)
+            .field("event", &self.event)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of one [`NewEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ingested {
+    /// Committed and flushed to stable storage.
+    Stored,
+    /// Its dedup key was already claimed and not expired: nothing stored.
+    Duplicate,
+}
+
+/// One stored event without its body (what `events list` shows).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Record {
+    /// UUIDv7.
+    pub(crate) id: Uuid,
+    /// The route's name.
+    pub(crate) route: String,
+    /// The event name.
+    pub(crate) event: String,
+    /// Pending (also while under lease), delivered or dead.
+    pub(crate) state: State,
+    /// Attempts made so far (a lease counts as one).
+    pub(crate) attempts: u32,
+    /// When hookgate received it (Unix ms).
+    pub(crate) received_at: Millis,
+    /// When the next attempt is due (pending only).
+    pub(crate) next_attempt_at: Option<Millis>,
+    /// Why the last attempt failed (status, or transport error kind); never
+    /// a body.
+    pub(crate) last_error: Option<String>,
+    /// Last change of state (Unix ms).
+    pub(crate) updated_at: Millis,
+}
+
+/// An event taken for one delivery attempt.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Lease {
+    /// UUIDv7.
+    pub(crate) id: Uuid,
+    /// The route's name.
+    pub(crate) route: String,
+    /// The event name.
+    pub(crate) event: String,
+    /// When hookgate received it (Unix ms).
+    pub(crate) received_at: Millis,
+    /// The exact stored bytes.
+    pub(crate) body: Bytes,
+    /// The stored headers, as given at ingest.
+    pub(crate) headers: Bytes,
+    /// This attempt's number, from 1 (attempts after the lease).
+    pub(crate) attempt: u32,
+    /// Proves the lease is still this worker's when it settles.
+    pub(crate) token: i64,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.id)
+            .field("route", &self.route)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a leased attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// The app answered 2xx.
+    Delivered,
+    /// Try again at `at` (Unix ms).
+    Retry {
+        /// When.
+        at: Millis,
+        /// Why this attempt failed.
+        error: String,
+    },
+    /// Never again (unless replayed).
+    Dead {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Which events a list, replay or drop applies to. All set fields must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Filter {
+    /// Only this route.
+    pub(crate) route: Option<String>,
+    /// Only this state.
+    pub(crate) state: Option<State>,
+    /// `received_at >= since`.
+    pub(crate) since: Option<Millis>,
+    /// `received_at < until`.
+    pub(crate) until: Option<Millis>,
+    /// At most this many (list only; newest first).
+    pub(crate) limit: Option<u32>,
+}
+
+/// What a replay of one id did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Replayed {
+    /// Back to pending, attempts 0, due now; the record after the change.
+    Done(Record),
+    /// No such id.
+    NotFound,
+    /// Delivered already, and `force` was not given: unchanged.
+    Delivered(Record),
+}
+
+/// Retention for one route: delete delivered events `delivered` ms after
+/// their last change, dead ones `dead` ms after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Retention {
+    /// The route's name.
+    pub(crate) route: String,
+    /// ms.
+    pub(crate) delivered: Millis,
+    /// ms.
+    pub(crate) dead: Millis,
+}
+
+/// Counts for one route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct RouteStats {
+    /// The route's name.
+    pub(crate) route: String,
+    /// Pending events (including leased ones).
+    pub(crate) pending: u64,
+    /// Delivered events not yet purged.
+    pub(crate) delivered: u64,
+    /// Dead events not yet purged.
+    pub(crate) dead: u64,
+    /// `received_at` of the oldest pending event.
+    pub(crate) oldest_pending_received_at: Option<Millis>,
+}
+
+/// Why a store operation failed. Never carries event data.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// The store could not be opened or migrated (path, permissions,
+    /// connection, schema newer than this binary…).
+    #[error("cannot open the store: {0}")]
+    Open(String),
+    /// The engine failed an operation (I/O, disk full, connection lost…).
+    #[error("store {op} failed: {message}")]
+    Backend {
+        /// The operation (`ingest`, `lease`…).
+        op: &'static str,
+        /// The engine's message.
+        message: String,
+    },
+    /// The store was closed (shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// One storage engine. Every method is one transaction; every write is
+/// durable (flushed to stable storage) when its future returns `Ok`.
+pub(crate) trait Engine: Send + Sync + 'static {
+    /// Stores a batch in **one** transaction (group commit), claiming each
+    /// event's dedup key atomically with its insert. The answer has one
+    /// entry per event, in order. A key claimed twice within the batch: the
+    /// first is stored, the second is a duplicate. An expired key is
+    /// claimed anew.
+    fn ingest(
+        &self,
+        batch: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<Vec<Ingested>, StoreError>> + Send;
+
+    /// Whether `key` is claimed and not expired at `now` (direct routes
+    /// with a store).
+    fn seen(&self, key: &Key, now: Millis) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Claims `key` for `route` until `expires_at` (overwrites an existing
+    /// claim's expiry with the later of the two).
+    fn remember(
+        &self,
+        key: &Key,
+        route: &str,
+        expires_at: Millis,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes up to `limit` due events of `route`: pending, `next_attempt_at
+    /// <= now`, and not under a live lease (`lease_until` null or `<= now`).
+    /// Each gets `attempts + 1`, a fresh `token` and `lease_until`. Across
+    /// processes and replicas, one event is under at most one live lease.
+    fn lease(
+        &self,
+        route: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
+
+    /// The earliest `next_attempt_at` (or `lease_until`, if later) among
+    /// pending events of `route`, so a worker can sleep until then.
+    fn next_due(&self, route: &str) -> impl Future<Output = Result<Option<Millis>, StoreError>> + Send;
+
+    /// Ends the attempt `token` on `id`. `Ok(false)`: the lease was lost
+    /// (expired and taken by another worker, replayed, or dropped):
+    /// nothing changed. Clears the lease either way it succeeds.
+    fn settle(
+        &self,
+        id: Uuid,
+        token: i64,
+        now: Millis,
+        how: Settle,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Events matching `filter`, newest first, never bodies.
+    fn list(&self, filter: &Filter) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
+
+    /// One event, with its body when `body` is set.
+    fn get(
+        &self,
+        id: Uuid,
+        body: bool,
+    ) -> impl Future<Output = Result<Option<(Record, Option<Bytes>)>, StoreError>> + Send;
+
+    /// Back to pending, attempts 0, due at `now`, lease cleared. A delivered
+    /// event only with `force`.
+    fn replay_ids(
+        &self,
+        ids: &[Uuid],
+        force: bool,
+        now: Millis,
+    ) -> impl Future<Output = Result<Vec<Replayed>, StoreError>> + Send;
+
+    /// [`Engine::replay_ids`] on every event matching `filter` (its `limit`
+    /// ignored); returns how many.
+    fn replay_matching(
+        &self,
+        filter: &Filter,
+        force: bool,
+        now: Millis,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Deletes these events (their dedup keys stay). One entry per id: the
+    /// record as it was, or `None` for an unknown id.
+    fn drop_ids(
+        &self,
+        ids: &[Uuid],
+    ) -> impl Future<Output = Result<Vec<Option<Record>>, StoreError>> + Send;
+
+    /// Deletes every event matching `filter` (its `limit` ignored); returns
+    /// how many.
+    fn drop_matching(&self, filter: &Filter) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Counts by route and state, every route that has events.
+    fn stats(&self) -> impl Future<Output = Result<Vec<RouteStats>, StoreError>> + Send;
+
+    /// Deletes delivered/dead events past their route's retention (events
+    /// of routes not listed are kept) and dedup keys past their expiry.
+    /// Returns how many rows went. On Postgres one replica at a time.
+    fn purge(
+        &self,
+        now: Millis,
+        retention: &[Retention],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// A cheap round trip, for `hookgate_store_up`.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
