@@ -82,6 +82,10 @@ pub enum Rejection {
     /// The upstream did not answer within `upstream.timeout`.
     #[error("the upstream app did not answer in time")]
     UpstreamTimeout(#[source] TransportError),
+    /// The event store failed or took longer than `store.timeout`
+    /// (queued routes): the provider should retry.
+    #[error("the event store is unavailable; retry later")]
+    StoreUnavailable(String),
     /// Something in hookgate failed.
     #[error("internal error")]
     Internal,
@@ -109,6 +113,7 @@ impl Rejection {
             | Self::EventFromFuture => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -134,6 +139,7 @@ impl Rejection {
             Self::EventFromFuture => "event_from_future",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::StoreUnavailable(_) => "store_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -156,7 +162,7 @@ impl Rejection {
             | Self::EventTooOld
             | Self::EventFromFuture => Fault::Client,
             Self::UpstreamUnavailable(_) | Self::UpstreamTimeout(_) => Fault::Upstream,
-            Self::Internal => Fault::Internal,
+            Self::StoreUnavailable(_) | Self::Internal => Fault::Internal,
         }
     }
 

@@ -11,7 +11,6 @@
 
 mod cli;
 mod config;
-#[cfg_attr(not(test), expect(dead_code, reason = "wired into the gate in the next commits"))]
 mod dedup;
 mod error;
 mod forward;
@@ -46,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
+use crate::dedup::Dedup;
 use crate::forward::upstream::{BadUpstreamUrl, Upstream};
 use crate::ingress::Gate;
 use crate::net::admin::{self, AdminState};
@@ -113,8 +113,12 @@ impl std::fmt::Debug for Hookgate {
 impl Hookgate {
     /// Builds the sidecar from loaded material; binds nothing.
     pub fn new(loaded: Loaded) -> Result<Self, StartError> {
-        let metrics = Arc::new(Metrics::new());
-        let upstream = Upstream::new(&loaded.config.upstream)?;
+        let metrics = Arc::new(Metrics::with_store(loaded.config.store.is_some()));
+        let upstream = Arc::new(Upstream::new(&loaded.config.upstream)?);
+        let dedup = Arc::new(Dedup::in_memory(
+            loaded.config.dedup.max_keys,
+            metrics.dedup_evictions.clone(),
+        ));
         let acceptor = match &loaded.tls.store {
             Some(store) => Some(TlsAcceptor::from(Arc::new(tls::server_config(
                 &loaded.config.server.tls,
@@ -130,6 +134,8 @@ impl Hookgate {
         let gate = Arc::new(Gate {
             routes: loaded.routes,
             upstream,
+            dedup,
+            late_answer_window: loaded.config.upstream.late_answer_window,
             metrics,
             max_body_bytes: loaded.config.server.max_body_bytes,
             trusted_proxies: loaded.config.server.trusted_proxies.clone(),

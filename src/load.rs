@@ -89,9 +89,38 @@ pub struct Route {
     pub max_event_age: std::time::Duration,
     /// Replay window: how far in the future a `timestamp` may be.
     pub max_clock_skew: std::time::Duration,
+    /// Deduplication: which events, and how long a key is remembered
+    /// (None: off on this route).
+    pub dedup: Option<RouteDedup>,
+    /// Queued delivery's settings (None: direct delivery).
+    pub queue: Option<QueueSettings>,
     /// Where the secrets come from (config order: files, then env).
     pub sources: Vec<SecretSource>,
     secrets: ArcSwap<SecretSet>,
+}
+
+/// `routes[].dedup_events` and the effective `dedup_window`.
+#[derive(Debug, Clone)]
+pub struct RouteDedup {
+    /// Events deduplicated.
+    pub events: Vec<EventKind>,
+    /// How long a delivered key is remembered.
+    pub window: std::time::Duration,
+}
+
+/// A queued route's delivery settings.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+    /// Waits between attempts (the last repeats).
+    pub retry_schedule: Vec<std::time::Duration>,
+    /// Older events are dead.
+    pub max_delivery_age: std::time::Duration,
+    /// Delivered events are deleted after this.
+    pub retention_delivered: std::time::Duration,
+    /// Dead events are deleted after this.
+    pub retention_dead: std::time::Duration,
 }
 
 impl Route {
@@ -103,6 +132,12 @@ impl Route {
     /// Puts a new secret set in service.
     pub fn replace_secrets(&self, set: SecretSet) {
         self.secrets.store(Arc::new(set));
+    }
+
+    /// How long to remember a delivered `kind` event (None: not deduplicated).
+    pub fn dedup_window(&self, kind: Option<EventKind>) -> Option<std::time::Duration> {
+        let d = self.dedup.as_ref()?;
+        d.events.contains(&kind?).then_some(d.window)
     }
 
     /// Whether the route accepts `kind`.
@@ -222,6 +257,21 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
         .iter()
         .filter_map(|e| EventKind::from_name(e))
         .collect();
+    let dedup = rc.dedup_window().map(|window| RouteDedup {
+        events: rc
+            .dedup_events
+            .iter()
+            .filter_map(|e| EventKind::from_name(e))
+            .collect(),
+        window,
+    });
+    let queue = (rc.delivery == crate::config::Delivery::Queued).then(|| QueueSettings {
+        concurrency: rc.delivery_concurrency,
+        retry_schedule: rc.retry_schedule.clone(),
+        max_delivery_age: rc.max_delivery_age,
+        retention_delivered: rc.retention_delivered,
+        retention_dead: rc.retention_dead,
+    });
     if problems.len() != before {
         return None;
     }
@@ -238,6 +288,8 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
         unknown_events: rc.unknown_events,
         max_event_age: rc.max_event_age,
         max_clock_skew: rc.max_clock_skew,
+        dedup,
+        queue,
         sources,
         secrets: ArcSwap::from_pointee(SecretSet { secrets, digests }),
     })

@@ -44,8 +44,110 @@ pub struct Config {
     pub log: LogConfig,
     /// Hot reload of certificates and secret files.
     pub reload: ReloadConfig,
+    /// Duplicate detection without a store.
+    pub dedup: DedupConfig,
+    /// The event store (queued delivery, dedup keys shared by replicas);
+    /// absent = none.
+    pub store: Option<StoreConfig>,
     /// Webhook endpoints; the request path picks one by exact match.
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[dedup]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DedupConfig {
+    /// Without a `[store]`: at most this many keys in memory, oldest
+    /// forgotten first (and counted in `hookgate_dedup_evictions_total`).
+    pub max_keys: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            max_keys: 1_000_000,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// "sqlite" (embedded) or "postgres".
+    pub engine: StoreEngine,
+    /// sqlite: the database file (its directory must exist).
+    pub path: PathBuf,
+    /// postgres: a file holding a libpq URL with its password (trailing
+    /// whitespace trimmed); `HOOKGATE_STORE__URL` may give the URL instead.
+    pub url_file: Option<PathBuf>,
+    /// postgres: the URL itself, from the environment only (never put a
+    /// password in the config file).
+    #[serde(skip_serializing)]
+    pub url: Option<String>,
+    /// postgres: "disable", "require" (default) or "verify-full".
+    pub tls: PgTlsMode,
+    /// postgres, verify-full: a PEM file of CA certificates (default: the
+    /// Mozilla roots).
+    pub ca_file: Option<PathBuf>,
+    /// postgres: the schema hookgate's tables live in.
+    pub schema: String,
+    /// postgres: the connection pool's size.
+    pub max_connections: usize,
+    /// A write that takes longer answers 503 `store_unavailable`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            engine: StoreEngine::Sqlite,
+            path: PathBuf::from("/var/lib/hookgate/events.db"),
+            url_file: None,
+            url: None,
+            tls: PgTlsMode::Require,
+            ca_file: None,
+            schema: "hookgate".to_owned(),
+            max_connections: 8,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `store.engine`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreEngine {
+    /// Embedded, one file (one pod).
+    #[default]
+    Sqlite,
+    /// Shared by several replicas.
+    Postgres,
+}
+
+/// `store.tls` (postgres).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgTlsMode {
+    /// Plain TCP (a database on the pod's loopback or a trusted network).
+    Disable,
+    /// TLS, certificate not verified.
+    #[default]
+    Require,
+    /// TLS, certificate and host name verified.
+    VerifyFull,
+}
+
+/// `routes[].delivery`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// The provider's 200 means the app answered 2xx.
+    #[default]
+    Direct,
+    /// 200 once the event is durably stored; hookgate delivers it.
+    Queued,
 }
 
 /// `[server]`: the public listener.
@@ -170,6 +272,11 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     /// Upstream answers with a larger body get 502 instead of being passed on.
     pub max_response_bytes: usize,
+    /// After answering 504 at `timeout`, keep waiting this long for the
+    /// app's answer, so a late 2xx still marks a deduplicated event as
+    /// delivered.
+    #[serde(with = "humantime_serde")]
+    pub late_answer_window: Duration,
 }
 
 impl Default for UpstreamConfig {
@@ -180,6 +287,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(1),
             pool_idle_timeout: Duration::from_secs(30),
             max_response_bytes: 1024 * 1024,
+            late_answer_window: Duration::from_secs(60),
         }
     }
 }
@@ -261,6 +369,47 @@ pub struct RouteConfig {
     /// A `timestamp` later than now plus this gets 422 `event_from_future`.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// Events deduplicated on this route.
+    pub dedup_events: Vec<String>,
+    /// How long a delivered key is remembered; unset = `max_event_age`, or
+    /// 24h when the age check is off; "0s" turns deduplication off.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Option<Duration>,
+    /// "direct" (the app's answer is the provider's) or "queued" (stored,
+    /// then delivered by hookgate).
+    pub delivery: Delivery,
+    /// Queued: attempts in flight at once for this route.
+    pub delivery_concurrency: usize,
+    /// Queued: the waits between attempts (±20% jitter; the last repeats).
+    #[serde(with = "humantime_serde_vec")]
+    pub retry_schedule: Vec<Duration>,
+    /// Queued: an event older than this is dead.
+    #[serde(with = "humantime_serde")]
+    pub max_delivery_age: Duration,
+    /// Queued: delivered events are deleted this long after delivery.
+    #[serde(with = "humantime_serde")]
+    pub retention_delivered: Duration,
+    /// Queued: dead events are deleted this long after they died.
+    #[serde(with = "humantime_serde")]
+    pub retention_dead: Duration,
+}
+
+/// `Vec<Duration>` as a list of humantime strings.
+mod humantime_serde_vec {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct D(#[serde(with = "humantime_serde")] Duration);
+
+    pub(super) fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        v.iter().map(|d| D(*d)).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, De: Deserializer<'de>>(d: De) -> Result<Vec<Duration>, De::Error> {
+        Ok(Vec::<D>::deserialize(d)?.into_iter().map(|D(d)| d).collect())
+    }
 }
 
 /// `routes[].unknown_events`.
@@ -291,11 +440,32 @@ impl Default for RouteConfig {
             unknown_events: UnknownEvents::default(),
             max_event_age: Duration::from_secs(72 * 3600),
             max_clock_skew: Duration::from_secs(5 * 60),
+            dedup_events: vec!["popup.converted".to_owned()],
+            dedup_window: None,
+            delivery: Delivery::Direct,
+            delivery_concurrency: 4,
+            retry_schedule: [1, 5, 30, 120, 600, 1800, 3600, 7200, 14400, 28800]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            max_delivery_age: Duration::from_secs(72 * 3600),
+            retention_delivered: Duration::from_secs(24 * 3600),
+            retention_dead: Duration::from_secs(14 * 24 * 3600),
         }
     }
 }
 
 impl RouteConfig {
+    /// How long a delivered key is remembered; `None` = deduplication off.
+    pub fn dedup_window(&self) -> Option<Duration> {
+        let w = match self.dedup_window {
+            Some(w) => w,
+            None if self.max_event_age.is_zero() => Duration::from_secs(24 * 3600),
+            None => self.max_event_age,
+        };
+        (!w.is_zero() && !self.dedup_events.is_empty()).then_some(w)
+    }
+
     /// The path on the upstream (defaults to the route's own path).
     pub fn upstream_path(&self) -> &str {
         if self.upstream_path.is_empty() {
@@ -507,6 +677,27 @@ impl Config {
         }
         for (i, r) in self.routes.iter().enumerate() {
             validate_route(i, r, &self.routes[..i], &mut p);
+            if r.delivery == Delivery::Queued && self.store.is_none() {
+                p.push(Problem::new(
+                    "store",
+                    format!(
+                        "routes[{i}] ({:?}) has delivery = \"queued\", which needs a [store]",
+                        r.name
+                    ),
+                ));
+            }
+        }
+        if self.upstream.late_answer_window > Duration::from_secs(3600) {
+            p.push(Problem::new(
+                "upstream.late_answer_window",
+                "must be at most 1h",
+            ));
+        }
+        if self.dedup.max_keys == 0 {
+            p.push(Problem::new("dedup.max_keys", "must be at least 1"));
+        }
+        if let Some(store) = &self.store {
+            validate_store(store, &mut p);
         }
         if p.is_empty() {
             Ok(())
@@ -597,6 +788,48 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
             "names a header hookgate sets or strips itself",
         ));
     }
+    for (j, e) in r.dedup_events.iter().enumerate() {
+        if !ALL_EVENTS.contains(&e.as_str()) {
+            p.push(Problem::new(
+                format!("routes[{i}].dedup_events[{j}]"),
+                format!("{e:?} is not one of {}", ALL_EVENTS.join(", ")),
+            ));
+        }
+    }
+    if let Some(w) = r.dedup_window()
+        && !r.max_event_age.is_zero()
+        && w < r.max_event_age
+    {
+        p.push(Problem::new(
+            key("dedup_window"),
+            "must not be shorter than max_event_age (a replay of a forgotten event would get through the gap)",
+        ));
+    }
+    if r.delivery == Delivery::Queued {
+        if r.mode == "shadow" {
+            p.push(Problem::new(
+                key("delivery"),
+                "\"queued\" cannot be combined with mode = \"shadow\" (only verified events are stored)",
+            ));
+        }
+        if r.delivery_concurrency == 0 {
+            p.push(Problem::new(key("delivery_concurrency"), "must be at least 1"));
+        }
+        if r.retry_schedule.is_empty() {
+            p.push(Problem::new(key("retry_schedule"), "must have at least one step"));
+        } else if r.retry_schedule.iter().any(Duration::is_zero) {
+            p.push(Problem::new(key("retry_schedule"), "steps must be greater than 0"));
+        }
+        for (k, d) in [
+            ("max_delivery_age", r.max_delivery_age),
+            ("retention_delivered", r.retention_delivered),
+            ("retention_dead", r.retention_dead),
+        ] {
+            if d.is_zero() {
+                p.push(Problem::new(key(k), "must be greater than 0"));
+            }
+        }
+    }
     if !matches!(r.mode.as_str(), "enforce" | "shadow") {
         p.push(Problem::new(
             key("mode"),
@@ -611,6 +844,43 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
                 r.signature_encoding
             ),
         ));
+    }
+}
+
+fn validate_store(s: &StoreConfig, p: &mut Vec<Problem>) {
+    if s.timeout.is_zero() {
+        p.push(Problem::new("store.timeout", "must be greater than 0"));
+    }
+    match s.engine {
+        StoreEngine::Sqlite => {
+            if s.path.as_os_str().is_empty() {
+                p.push(Problem::new("store.path", "is required for engine = \"sqlite\""));
+            }
+        }
+        StoreEngine::Postgres => {
+            if s.url_file.is_none() && s.url.is_none() {
+                p.push(Problem::new(
+                    "store.url_file",
+                    "is required for engine = \"postgres\" (or set HOOKGATE_STORE__URL)",
+                ));
+            }
+            if s.schema.is_empty()
+                || s.schema.len() > 63
+                || !s
+                    .schema
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                || s.schema.as_bytes()[0].is_ascii_digit()
+            {
+                p.push(Problem::new(
+                    "store.schema",
+                    "must be 1 to 63 of a-z, 0-9 and '_', not starting with a digit",
+                ));
+            }
+            if s.max_connections == 0 {
+                p.push(Problem::new("store.max_connections", "must be at least 1"));
+            }
+        }
     }
 }
 

@@ -20,8 +20,54 @@ use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::store::StoreError;
+
 /// SHA-256 over the route name, one zero byte, and the raw body.
 pub(crate) type Key = [u8; 32];
+
+/// Where a sidecar remembers keys, and the copies in flight.
+#[derive(Debug)]
+pub(crate) struct Dedup {
+    memory: MemoryKeys,
+    flights: Arc<InFlight>,
+}
+
+impl Dedup {
+    /// Keys in memory, at most `max_keys`.
+    pub(crate) fn in_memory(max_keys: usize, evictions: Counter) -> Self {
+        Self {
+            memory: MemoryKeys::new(max_keys, evictions),
+            flights: Arc::default(),
+        }
+    }
+
+    /// Whether `key` is remembered at `now` (Unix ms).
+    pub(crate) async fn seen(&self, key: &Key, now: i64) -> Result<bool, StoreError> {
+        Ok(self.memory.seen(key, now))
+    }
+
+    /// Remembers `key` of `route` until `expires_at` (Unix ms).
+    pub(crate) async fn remember(
+        &self,
+        key: &Key,
+        _route: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.memory.remember(key, expires_at, now);
+        Ok(())
+    }
+
+    /// Joins the copies of `key` at the app.
+    pub(crate) fn join(&self, key: Key) -> Flight {
+        self.flights.join(key)
+    }
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
 
 /// The duplicate key of `body` on `route`.
 pub(crate) fn key(route: &str, body: &[u8]) -> Key {

@@ -153,10 +153,26 @@ impl Upstream {
         s.parse().map_err(|_| TransportError::Target)
     }
 
-    /// Sends a verified request and reads the whole answer, within `upstream.timeout`.
+    /// Sends a request and reads the whole answer, within `upstream.timeout`.
     pub(crate) async fn send(
         &self,
         req: UpstreamRequest,
+    ) -> Result<Response<Bytes>, TransportError> {
+        self.send_within(req, self.timeout).await
+    }
+
+    /// `upstream.timeout`.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends a request and reads the whole answer, within `limit` (which
+    /// may be longer than `upstream.timeout`: a deduplicated event keeps
+    /// waiting for a late answer).
+    pub(crate) async fn send_within(
+        &self,
+        req: UpstreamRequest,
+        limit: Duration,
     ) -> Result<Response<Bytes>, TransportError> {
         let exchange = async {
             let mut req = req.into_inner();
@@ -186,9 +202,9 @@ impl Upstream {
             self.checkin(sender);
             Ok(Response::from_parts(parts, body))
         };
-        tokio::time::timeout(self.timeout, exchange)
+        tokio::time::timeout(limit, exchange)
             .await
-            .unwrap_or(Err(TransportError::Timeout(self.timeout)))
+            .unwrap_or(Err(TransportError::Timeout(limit)))
     }
 
     /// The most recently used idle connection that is still open, fresh

@@ -20,11 +20,12 @@ use http::{Request, Response, Version};
 use http_body::Body;
 use http_body_util::Full;
 
+use crate::dedup::{self, Dedup, Flight};
 use crate::error::Rejection;
 use crate::forward::upstream::{TransportError, Upstream};
 use crate::forward::{Envelope, Peer, UpstreamRequest, headers};
 use crate::load::{Route, Routes};
-use crate::observe::metrics::{Metrics, RouteLabels};
+use crate::observe::metrics::{EventLabels, Metrics, RouteLabels};
 use crate::payload::EventKind;
 use crate::verify::{Checked, Unverified};
 use head::Head;
@@ -36,7 +37,11 @@ pub(crate) struct Gate {
     /// Routes by path.
     pub(crate) routes: Arc<Routes>,
     /// The pooled client to the app.
-    pub(crate) upstream: Upstream,
+    pub(crate) upstream: Arc<Upstream>,
+    /// Remembered duplicate keys and the copies at the app.
+    pub(crate) dedup: Arc<Dedup>,
+    /// `upstream.late_answer_window`.
+    pub(crate) late_answer_window: Duration,
     /// Counters and histograms.
     pub(crate) metrics: Arc<Metrics>,
     /// `server.max_body_bytes`.
@@ -111,9 +116,14 @@ where
         Ok(Checked::Acknowledged) => Outcome::new(Some(route), Ok(Answer::Acknowledged)),
         Ok(Checked::Verified(verified)) => {
             let event = verified.event.kind;
-            let request = Envelope::new(verified, &gate.upstream, peer, request_id)
-                .map(Envelope::into_request);
-            forward(gate, &route, request).await.with_event(event)
+            let window = route.dedup_window(event);
+            let key = window.map(|_| dedup::key(&route.name, &verified.body));
+            let envelope = Envelope::new(verified, &gate.upstream, peer, request_id);
+            let outcome = match (key, window) {
+                (Some(key), Some(window)) => deliver_once(gate, &route, envelope, key, window).await,
+                _ => forward(gate, &route, envelope.map(Envelope::into_request)).await,
+            };
+            outcome.with_event(event)
         }
         Ok(Checked::Shadowed(shadowed)) => {
             let code = shadowed.code;
@@ -143,12 +153,116 @@ async fn forward(
         }
         Err(e) => Err(e),
     };
-    let result = result.map(Answer::Upstream).map_err(|e| match e {
+    let result = result.map(Answer::Upstream).map_err(transport_rejection);
+    Outcome::new(Some(route.clone()), result)
+}
+
+/// Direct delivery of a deduplicated event: a remembered key is a
+/// duplicate; a copy arriving while another is at the app waits for its
+/// answer; a 2xx (even one arriving after the 504, within
+/// `upstream.late_answer_window`) is remembered for the route's window.
+async fn deliver_once(
+    gate: &Gate,
+    route: &Arc<Route>,
+    envelope: Result<Envelope, TransportError>,
+    key: dedup::Key,
+    window: Duration,
+) -> Outcome {
+    let duplicate = |envelope: &Result<Envelope, TransportError>| {
+        gate.metrics
+            .duplicates
+            .get_or_create(&EventLabels {
+                route: route.name.clone(),
+                event: envelope_event(envelope),
+            })
+            .inc();
+        Outcome::new(Some(route.clone()), Ok(Answer::Duplicate))
+    };
+    match gate.dedup.seen(&key, dedup::now_ms()).await {
+        Ok(true) => return duplicate(&envelope),
+        Ok(false) => {}
+        // Forwarding is better than refusing: the app may see a copy twice.
+        Err(e) => tracing::warn!(route = %route.name, error = %e, "duplicate check failed; forwarding"),
+    }
+    let leader = match gate.dedup.join(key) {
+        Flight::Leader(leader) => Some(leader),
+        Flight::Follower(mut rx) => {
+            let waited =
+                tokio::time::timeout(gate.upstream.timeout(), rx.wait_for(Option::is_some)).await;
+            let took = matches!(waited, Ok(Ok(ref v)) if **v == Some(true));
+            if took {
+                return duplicate(&envelope);
+            }
+            // The earlier copy failed or is still waiting: this one goes itself.
+            None
+        }
+    };
+    let request = match envelope {
+        Ok(envelope) => envelope.into_request(),
+        Err(e) => return forward(gate, route, Err(e)).await,
+    };
+    // The exchange runs in its own task so that it can outlive the 504.
+    let upstream = gate.upstream.clone();
+    let memory = gate.dedup.clone();
+    let metrics = gate.metrics.clone();
+    let name = route.name.clone();
+    let timeout = upstream.timeout();
+    let limit = timeout + gate.late_answer_window;
+    let started = Instant::now();
+    let exchange = tokio::spawn(async move {
+        let result = upstream.send_within(request, limit).await;
+        let delivered = matches!(&result, Ok(r) if r.status().is_success());
+        if delivered {
+            let now = dedup::now_ms();
+            let until = now.saturating_add(window.as_millis() as i64);
+            if let Err(e) = memory.remember(&key, &name, until, now).await {
+                tracing::warn!(route = %name, error = %e, "could not remember a delivered event's key");
+            }
+            if started.elapsed() >= timeout {
+                metrics
+                    .late_answers
+                    .get_or_create(&RouteLabels { route: name.clone() })
+                    .inc();
+                tracing::info!(
+                    route = %name,
+                    upstream_ms = started.elapsed().as_millis() as u64,
+                    "late 2xx from the app after the 504: key remembered, the provider's retry will be a duplicate"
+                );
+            }
+        }
+        if let Some(leader) = leader {
+            leader.finish(delivered);
+        }
+        result
+    });
+    let result = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_panicked)) => return Outcome::new(Some(route.clone()), Err(Rejection::Internal)),
+        Err(_) => Err(TransportError::Timeout(timeout)),
+    };
+    gate.metrics
+        .upstream_duration
+        .get_or_create(&RouteLabels {
+            route: route.name.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    Outcome::new(Some(route.clone()), result.map(Answer::Upstream).map_err(transport_rejection))
+}
+
+fn envelope_event(envelope: &Result<Envelope, TransportError>) -> &'static str {
+    envelope
+        .as_ref()
+        .ok()
+        .and_then(|e| e.event.kind)
+        .map_or("-", EventKind::as_str)
+}
+
+fn transport_rejection(e: TransportError) -> Rejection {
+    match e {
         TransportError::Target => Rejection::Internal,
         e if e.is_timeout() => Rejection::UpstreamTimeout(e),
         e => Rejection::UpstreamUnavailable(e),
-    });
-    Outcome::new(Some(route.clone()), result)
+    }
 }
 
 impl Outcome {

@@ -35,6 +35,10 @@ pub(super) enum Answer {
     Acknowledged,
     /// The app's answer.
     Upstream(Response<Bytes>),
+    /// The key of this event was remembered: 200, nothing forwarded.
+    Duplicate,
+    /// Durably stored for queued delivery, under this id.
+    Queued(uuid::Uuid),
 }
 
 impl Outcome {
@@ -107,6 +111,24 @@ pub(super) fn answer(
             None,
             None,
         ),
+        Ok(Answer::Duplicate) => (
+            json(
+                Bytes::from_static(b"{\"status\":\"duplicate\"}\n"),
+                StatusCode::OK,
+            ),
+            "duplicate",
+            None,
+            None,
+        ),
+        Ok(Answer::Queued(id)) => (
+            json(
+                Bytes::from(format!("{{\"status\":\"queued\",\"id\":\"{id}\"}}\n")),
+                StatusCode::OK,
+            ),
+            "queued",
+            None,
+            None,
+        ),
         Ok(Answer::Upstream(up)) => {
             let (mut parts, body) = up.into_parts();
             let passed_on = if parts.status.is_success() {
@@ -130,6 +152,10 @@ pub(super) fn answer(
             if matches!(rejection, Rejection::MethodNotAllowed) {
                 r.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("POST, GET, HEAD"));
+            }
+            if matches!(rejection, Rejection::StoreUnavailable(_)) {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             (
                 r,
@@ -160,6 +186,9 @@ pub(super) fn answer(
         None => (Level::INFO, "request"),
         Some(Fault::Client) => (Level::INFO, "request rejected"),
         Some(Fault::Upstream) => (Level::WARN, "upstream failed"),
+        Some(Fault::Internal) if label == "store_unavailable" => {
+            (Level::WARN, "event store unavailable")
+        }
         Some(Fault::Internal) => (Level::ERROR, "internal error"),
     };
     let rid = request_id.to_str().unwrap_or("-");
@@ -203,6 +232,7 @@ fn reason(rejection: &Rejection) -> String {
         Rejection::UpstreamUnavailable(e) | Rejection::UpstreamTimeout(e) => {
             format!("{rejection}: {e}")
         }
+        Rejection::StoreUnavailable(e) => format!("{rejection}: {e}"),
         other => other.to_string(),
     }
 }

@@ -57,6 +57,51 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// `route` and `event` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// Route name.
+    pub route: String,
+    /// Event name (one of the four, or `-`).
+    pub event: &'static str,
+}
+
+/// Labels of `hookgate_queue_events`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// Route name.
+    pub route: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: &'static str,
+}
+
+/// Labels of `hookgate_delivery_attempts_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    /// Route name.
+    pub route: String,
+    /// `delivered`, `retry` or `dead`.
+    pub result: &'static str,
+}
+
+/// The metrics that exist only with a `[store]`.
+#[derive(Debug)]
+pub struct StoreMetrics {
+    /// `hookgate_store_up`: 1 when the last store operation or probe
+    /// succeeded.
+    pub up: Gauge,
+    /// `hookgate_store_commit_seconds`: one ingest commit (a batch).
+    pub commit_seconds: Histogram,
+    /// `hookgate_store_batch_size`: events per ingest commit.
+    pub batch_size: Histogram,
+    /// `hookgate_queue_events{route,state}`.
+    pub queue_events: Family<QueueLabels, Gauge>,
+    /// `hookgate_queue_oldest_pending_age_seconds{route}`.
+    pub oldest_pending_age: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `hookgate_delivery_attempts_total{route,result}`.
+    pub delivery_attempts: Family<AttemptLabels, Counter>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
@@ -86,6 +131,15 @@ pub struct Metrics {
     pub cert_expiry: Gauge,
     /// `hookgate_reloads_total{kind,result}`.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// `hookgate_duplicates_total{route,event}`.
+    pub duplicates: Family<EventLabels, Counter>,
+    /// `hookgate_dedup_evictions_total`.
+    pub dedup_evictions: Counter,
+    /// `hookgate_late_answers_total{route}`: a 2xx that came after the 504
+    /// (within `upstream.late_answer_window`) and was remembered.
+    pub late_answers: Family<RouteLabels, Counter>,
+    /// Present when there is a `[store]`.
+    pub store: Option<StoreMetrics>,
 }
 
 impl Default for Metrics {
@@ -95,8 +149,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every metric of a sidecar without a store.
     pub fn new() -> Self {
+        Self::with_store(false)
+    }
+
+    /// Creates and registers every metric; the store's only when `store`.
+    pub fn with_store(store: bool) -> Self {
         let mut registry = Registry::with_prefix("hookgate");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -150,6 +209,73 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "hookgate build information", build_info);
+        let duplicates = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "duplicates",
+            "Requests answered as duplicates (nothing forwarded), by route and event",
+            duplicates.clone(),
+        );
+        let dedup_evictions = Counter::default();
+        registry.register(
+            "dedup_evictions",
+            "Duplicate keys forgotten before their window ended because [dedup] max_keys was reached",
+            dedup_evictions.clone(),
+        );
+        let late_answers = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "late_answers",
+            "2xx answers from the app after hookgate had answered 504, remembered for deduplication",
+            late_answers.clone(),
+        );
+        let store = store.then(|| {
+            let up = Gauge::default();
+            registry.register(
+                "store_up",
+                "1 when the event store answers, 0 when it does not",
+                up.clone(),
+            );
+            let commit_seconds = Histogram::new(BUCKETS);
+            registry.register_with_unit(
+                "store_commit",
+                "Time of one ingest commit (one batch of events), fsync included",
+                Unit::Seconds,
+                commit_seconds.clone(),
+            );
+            let batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+            registry.register(
+                "store_batch_size",
+                "Events per ingest commit (group commit)",
+                batch_size.clone(),
+            );
+            let queue_events = Family::<QueueLabels, Gauge>::default();
+            registry.register(
+                "queue_events",
+                "Stored events by route and state",
+                queue_events.clone(),
+            );
+            let oldest_pending_age =
+                Family::<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+            registry.register_with_unit(
+                "queue_oldest_pending_age",
+                "Age of the oldest pending event, by route",
+                Unit::Seconds,
+                oldest_pending_age.clone(),
+            );
+            let delivery_attempts = Family::<AttemptLabels, Counter>::default();
+            registry.register(
+                "delivery_attempts",
+                "Queued delivery attempts by route and result (delivered, retry, dead)",
+                delivery_attempts.clone(),
+            );
+            StoreMetrics {
+                up,
+                commit_seconds,
+                batch_size,
+                queue_events,
+                oldest_pending_age,
+                delivery_attempts,
+            }
+        });
         Self {
             registry,
             requests,
@@ -159,6 +285,10 @@ impl Metrics {
             tls_handshake_failures,
             cert_expiry,
             reloads,
+            duplicates,
+            dedup_evictions,
+            late_answers,
+            store,
         }
     }
 
