@@ -20,7 +20,10 @@ mod net;
 mod observe;
 mod payload;
 mod reload;
-#[allow(dead_code, reason = "the engines and their callers land in the next commits")]
+#[allow(
+    dead_code,
+    reason = "the engines and their callers land in the next commits"
+)]
 mod store;
 mod verify;
 

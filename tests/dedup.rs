@@ -75,7 +75,10 @@ async fn only_a_2xx_is_remembered() {
     let body = converted("failing");
     for _ in 0..2 {
         let r = sidecar.post("/webhooks/failing", &body).await;
-        assert_eq!(r.status, 503, "the app's refusal is passed on, not remembered");
+        assert_eq!(
+            r.status, 503,
+            "the app's refusal is passed on, not remembered"
+        );
         assert_eq!(upstream.only_one().body, body);
     }
     // Keys are per route: the same bytes on another route are forwarded.
@@ -183,6 +186,9 @@ async fn a_window_shorter_than_the_replay_window_is_a_config_error() {
     let upstream = Upstream::start().await;
     let mut opts = Options::new(upstream.url());
     opts.routes = vec![route("r", "/webhooks/r", "/hooks/r").with(r#"dedup_window = "1h""#)];
-    let err = Sidecar::try_start(opts).await.err().expect("must not start");
+    let err = Sidecar::try_start(opts)
+        .await
+        .err()
+        .expect("must not start");
     assert!(err.contains("routes[0].dedup_window"), "{err}");
 }

@@ -194,7 +194,7 @@ async fn rotation_accepts_every_configured_secret() {
     ];
     opts.tls = Some(tls);
     let sidecar = Sidecar::start(opts).await;
-    let body = body_of("popup.converted");
+    let body = body_of("popup.clicked"); // not deduplicated: the same bytes go twice on purpose
     for secret in [SECRET, SECRET_OLD] {
         let sig = sign(&body, secret);
         let reply = sidecar

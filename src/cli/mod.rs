@@ -286,8 +286,10 @@ fn sign(secret_file: &Path, body_file: Option<&Path>) -> ExitCode {
 
 /// A sample body for `event`, timestamped now.
 pub fn sample_event(event: &str) -> Vec<u8> {
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
+    // To the microsecond: two samples are two events, not duplicates.
+    let t = time::OffsetDateTime::now_utc();
+    let now = t
+        .replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
         .ok()
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)

@@ -407,8 +407,13 @@ mod humantime_serde_vec {
         v.iter().map(|d| D(*d)).collect::<Vec<_>>().serialize(s)
     }
 
-    pub(super) fn deserialize<'de, De: Deserializer<'de>>(d: De) -> Result<Vec<Duration>, De::Error> {
-        Ok(Vec::<D>::deserialize(d)?.into_iter().map(|D(d)| d).collect())
+    pub(super) fn deserialize<'de, De: Deserializer<'de>>(
+        d: De,
+    ) -> Result<Vec<Duration>, De::Error> {
+        Ok(Vec::<D>::deserialize(d)?
+            .into_iter()
+            .map(|D(d)| d)
+            .collect())
     }
 }
 
@@ -813,12 +818,21 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
             ));
         }
         if r.delivery_concurrency == 0 {
-            p.push(Problem::new(key("delivery_concurrency"), "must be at least 1"));
+            p.push(Problem::new(
+                key("delivery_concurrency"),
+                "must be at least 1",
+            ));
         }
         if r.retry_schedule.is_empty() {
-            p.push(Problem::new(key("retry_schedule"), "must have at least one step"));
+            p.push(Problem::new(
+                key("retry_schedule"),
+                "must have at least one step",
+            ));
         } else if r.retry_schedule.iter().any(Duration::is_zero) {
-            p.push(Problem::new(key("retry_schedule"), "steps must be greater than 0"));
+            p.push(Problem::new(
+                key("retry_schedule"),
+                "steps must be greater than 0",
+            ));
         }
         for (k, d) in [
             ("max_delivery_age", r.max_delivery_age),
@@ -854,7 +868,10 @@ fn validate_store(s: &StoreConfig, p: &mut Vec<Problem>) {
     match s.engine {
         StoreEngine::Sqlite => {
             if s.path.as_os_str().is_empty() {
-                p.push(Problem::new("store.path", "is required for engine = \"sqlite\""));
+                p.push(Problem::new(
+                    "store.path",
+                    "is required for engine = \"sqlite\"",
+                ));
             }
         }
         StoreEngine::Postgres => {

@@ -120,7 +120,9 @@ where
             let key = window.map(|_| dedup::key(&route.name, &verified.body));
             let envelope = Envelope::new(verified, &gate.upstream, peer, request_id);
             let outcome = match (key, window) {
-                (Some(key), Some(window)) => deliver_once(gate, &route, envelope, key, window).await,
+                (Some(key), Some(window)) => {
+                    deliver_once(gate, &route, envelope, key, window).await
+                }
                 _ => forward(gate, &route, envelope.map(Envelope::into_request)).await,
             };
             outcome.with_event(event)
@@ -182,7 +184,9 @@ async fn deliver_once(
         Ok(true) => return duplicate(&envelope),
         Ok(false) => {}
         // Forwarding is better than refusing: the app may see a copy twice.
-        Err(e) => tracing::warn!(route = %route.name, error = %e, "duplicate check failed; forwarding"),
+        Err(e) => {
+            tracing::warn!(route = %route.name, error = %e, "duplicate check failed; forwarding")
+        }
     }
     let leader = match gate.dedup.join(key) {
         Flight::Leader(leader) => Some(leader),
@@ -221,7 +225,9 @@ async fn deliver_once(
             if started.elapsed() >= timeout {
                 metrics
                     .late_answers
-                    .get_or_create(&RouteLabels { route: name.clone() })
+                    .get_or_create(&RouteLabels {
+                        route: name.clone(),
+                    })
                     .inc();
                 tracing::info!(
                     route = %name,
@@ -246,7 +252,10 @@ async fn deliver_once(
             route: route.name.clone(),
         })
         .observe(started.elapsed().as_secs_f64());
-    Outcome::new(Some(route.clone()), result.map(Answer::Upstream).map_err(transport_rejection))
+    Outcome::new(
+        Some(route.clone()),
+        result.map(Answer::Upstream).map_err(transport_rejection),
+    )
 }
 
 fn envelope_event(envelope: &Result<Envelope, TransportError>) -> &'static str {
