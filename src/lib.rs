@@ -12,6 +12,7 @@
 mod cli;
 mod config;
 mod dedup;
+mod delivery;
 mod error;
 mod forward;
 mod ingress;
@@ -49,6 +50,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::dedup::Dedup;
+use crate::delivery::Queue;
 use crate::forward::upstream::{BadUpstreamUrl, Upstream};
 use crate::ingress::Gate;
 use crate::net::admin::{self, AdminState};
@@ -118,9 +120,15 @@ impl Hookgate {
     pub fn new(loaded: Loaded) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::with_store(loaded.config.store.is_some()));
         let upstream = Arc::new(Upstream::new(&loaded.config.upstream)?);
-        let dedup = Arc::new(Dedup::in_memory(
+        let queue = loaded
+            .config
+            .store
+            .clone()
+            .map(|store| Arc::new(Queue::new(store)));
+        let dedup = Arc::new(Dedup::new(
             loaded.config.dedup.max_keys,
             metrics.dedup_evictions.clone(),
+            queue.clone(),
         ));
         let acceptor = match &loaded.tls.store {
             Some(store) => Some(TlsAcceptor::from(Arc::new(tls::server_config(
@@ -139,6 +147,7 @@ impl Hookgate {
             upstream,
             dedup,
             late_answer_window: loaded.config.upstream.late_answer_window,
+            queue,
             metrics,
             max_body_bytes: loaded.config.server.max_body_bytes,
             trusted_proxies: loaded.config.server.trusted_proxies.clone(),
@@ -187,6 +196,13 @@ impl Hookgate {
             },
             stopped.clone().cancelled_owned(),
         ));
+        let opener = self.gate.queue.clone().map(|queue| {
+            let routes: Vec<Arc<crate::load::Route>> = self.gate.routes.iter().cloned().collect();
+            let upstream = self.gate.upstream.clone();
+            let metrics = self.gate.metrics.clone();
+            let stop = stopped.clone();
+            tokio::spawn(async move { queue.open(&routes, upstream, metrics, stop).await })
+        });
         let reloads = tokio::spawn(reload::watch(
             self.reloader.clone(),
             self.reload_interval,
@@ -233,14 +249,23 @@ impl Hookgate {
             open_connections = tracker.len(),
             "listener closed; finishing in-flight requests"
         );
-        if tokio::time::timeout(self.server.shutdown_grace, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open_connections = tracker.len(),
-                "shutdown_grace elapsed with connections still open; closing them"
-            );
+        let grace = self.server.shutdown_grace;
+        let connections = async {
+            if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+                tracing::warn!(
+                    open_connections = tracker.len(),
+                    "shutdown_grace elapsed with connections still open; closing them"
+                );
+            }
+        };
+        let deliveries = async {
+            if let Some(queue) = &self.gate.queue {
+                queue.shutdown(grace).await;
+            }
+        };
+        tokio::join!(connections, deliveries);
+        if let Some(opener) = opener {
+            opener.abort();
         }
         reloads.abort();
         stopped.cancel();

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use http::{HeaderValue, Method, Request, header};
 use http_body_util::Full;
 
+pub(crate) mod events;
 pub(crate) mod send;
 
 use send::Trust;
@@ -81,6 +82,8 @@ pub enum Command {
         #[arg(long)]
         insecure: bool,
     },
+    /// The stored events of queued delivery: list, show, replay, drop, stats.
+    Events(events::Events),
 }
 
 /// Runs a parsed command line.
@@ -92,6 +95,7 @@ pub fn run(cli: Cli) -> ExitCode {
             secret_file,
             body_file,
         } => sign(&secret_file, body_file.as_deref()),
+        Command::Events(e) => events::run(e),
         Command::Send {
             url,
             secret_file,
@@ -247,6 +251,27 @@ fn check(path: Option<&Path>) -> ExitCode {
             secrets.secrets.len(),
             origins.join(", ")
         );
+    }
+    if let Some(store) = &loaded.config.store {
+        // Opening it creates and migrates the schema, as serve would.
+        let opened = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                rt.block_on(crate::store::Store::open(store, None))
+                    .map_err(|e| e.to_string())
+            });
+        match opened {
+            Ok(_) => {
+                let _ = writeln!(out, "# store: {} opened", store.engine.as_str());
+            }
+            Err(e) => {
+                drop(out);
+                let _ = writeln!(std::io::stderr(), "hookgate: store: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
     }
     let _ = writeln!(out, "# configuration OK");
     ExitCode::SUCCESS

@@ -126,6 +126,16 @@ pub enum StoreEngine {
     Postgres,
 }
 
+impl StoreEngine {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
 /// `store.tls` (postgres).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

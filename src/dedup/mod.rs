@@ -20,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::delivery::Queue;
 use crate::store::StoreError;
 
 /// SHA-256 over the route name, one zero byte, and the raw body.
@@ -29,33 +30,49 @@ pub(crate) type Key = [u8; 32];
 #[derive(Debug)]
 pub(crate) struct Dedup {
     memory: MemoryKeys,
+    /// With a `[store]`: keys live there (shared by replicas, kept over a
+    /// restart) once it is open; in memory until then.
+    queue: Option<Arc<Queue>>,
     flights: Arc<InFlight>,
 }
 
 impl Dedup {
-    /// Keys in memory, at most `max_keys`.
-    pub(crate) fn in_memory(max_keys: usize, evictions: Counter) -> Self {
+    /// Keys in memory, at most `max_keys`, or in the store of `queue`.
+    pub(crate) fn new(max_keys: usize, evictions: Counter, queue: Option<Arc<Queue>>) -> Self {
         Self {
             memory: MemoryKeys::new(max_keys, evictions),
+            queue,
             flights: Arc::default(),
         }
     }
 
+    fn store(&self) -> Option<&crate::store::Store> {
+        self.queue.as_ref().and_then(|q| q.store())
+    }
+
     /// Whether `key` is remembered at `now` (Unix ms).
     pub(crate) async fn seen(&self, key: &Key, now: i64) -> Result<bool, StoreError> {
-        Ok(self.memory.seen(key, now))
+        match self.store() {
+            Some(store) => store.seen(key, now).await,
+            None => Ok(self.memory.seen(key, now)),
+        }
     }
 
     /// Remembers `key` of `route` until `expires_at` (Unix ms).
     pub(crate) async fn remember(
         &self,
         key: &Key,
-        _route: &str,
+        route: &str,
         expires_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.memory.remember(key, expires_at, now);
-        Ok(())
+        match self.store() {
+            Some(store) => store.remember(key, route, expires_at).await,
+            None => {
+                self.memory.remember(key, expires_at, now);
+                Ok(())
+            }
+        }
     }
 
     /// Joins the copies of `key` at the app.

@@ -120,6 +120,93 @@ impl Envelope {
     pub(crate) fn into_request(self) -> UpstreamRequest {
         UpstreamRequest::post(self.target, self.headers, self.body)
     }
+
+    /// The event's name as stored and listed: one of the four, the name of
+    /// an unknown event the route forwards, or `-`.
+    pub(crate) fn event_name(&self) -> String {
+        match (&self.event.kind, &self.event.name) {
+            (Some(kind), _) => kind.as_str().to_owned(),
+            (None, Some(name)) => String::from_utf8_lossy(name.as_bytes()).into_owned(),
+            (None, None) => "-".to_owned(),
+        }
+    }
+
+    /// What the store keeps besides the body: the request target on the
+    /// first line, then each normalized header as `name: value`, every line
+    /// ending in CRLF (a header value cannot hold CR or LF).
+    pub(crate) fn stored_head(&self) -> Bytes {
+        let target = self.target.to_string();
+        let mut out = Vec::with_capacity(target.len() + 64 * (self.headers.len() + 1));
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Bytes::from(out)
+    }
+}
+
+/// A stored head ([`Envelope::stored_head`]) that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("the stored request head is unreadable")]
+pub(crate) struct BadStoredHead;
+
+/// One delivery attempt of a stored event: what queued delivery adds to
+/// the stored headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt {
+    /// The event's id (`X-Webhook-Id`).
+    pub(crate) id: uuid::Uuid,
+    /// From 1 (`X-Webhook-Attempt`).
+    pub(crate) number: u32,
+    /// When hookgate received it, Unix ms (`X-Webhook-Received-At`).
+    pub(crate) received_at: i64,
+}
+
+/// `X-Webhook-Id`.
+pub(crate) static X_WEBHOOK_ID: header::HeaderName = header::HeaderName::from_static("x-webhook-id");
+/// `X-Webhook-Attempt`.
+pub(crate) static X_WEBHOOK_ATTEMPT: header::HeaderName =
+    header::HeaderName::from_static("x-webhook-attempt");
+/// `X-Webhook-Received-At`.
+pub(crate) static X_WEBHOOK_RECEIVED_AT: header::HeaderName =
+    header::HeaderName::from_static("x-webhook-received-at");
+
+impl UpstreamRequest {
+    /// The request for one attempt at a stored event. Only an
+    /// [`Envelope`]'s stored head is ever in the store, so this too carries
+    /// only verified events.
+    pub(crate) fn from_stored(head: &[u8], body: Bytes, attempt: Attempt) -> Result<Self, BadStoredHead> {
+        let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let target = lines.next().ok_or(BadStoredHead)?;
+        let target = Uri::try_from(target).map_err(|_| BadStoredHead)?;
+        let mut headers = HeaderMap::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let at = line.windows(2).position(|w| w == b": ").ok_or(BadStoredHead)?;
+            let name = header::HeaderName::from_bytes(&line[..at]).map_err(|_| BadStoredHead)?;
+            let value = HeaderValue::from_bytes(&line[at + 2..]).map_err(|_| BadStoredHead)?;
+            headers.append(name, value);
+        }
+        headers.insert(
+            X_WEBHOOK_ID.clone(),
+            HeaderValue::from_str(&attempt.id.to_string()).map_err(|_| BadStoredHead)?,
+        );
+        headers.insert(X_WEBHOOK_ATTEMPT.clone(), HeaderValue::from(attempt.number));
+        let received = time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(attempt.received_at) * 1_000_000,
+        )
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .ok_or(BadStoredHead)?;
+        headers.insert(
+            X_WEBHOOK_RECEIVED_AT.clone(),
+            HeaderValue::from_str(&received).map_err(|_| BadStoredHead)?,
+        );
+        Ok(Self::post(target, headers, body))
+    }
 }
 
 impl Shadowed {

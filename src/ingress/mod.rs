@@ -21,6 +21,8 @@ use http_body::Body;
 use http_body_util::Full;
 
 use crate::dedup::{self, Dedup, Flight};
+use crate::delivery::Queue;
+use crate::store::{DedupClaim, Ingested, NewEvent};
 use crate::error::Rejection;
 use crate::forward::upstream::{TransportError, Upstream};
 use crate::forward::{Envelope, Peer, UpstreamRequest, headers};
@@ -42,6 +44,8 @@ pub(crate) struct Gate {
     pub(crate) dedup: Arc<Dedup>,
     /// `upstream.late_answer_window`.
     pub(crate) late_answer_window: Duration,
+    /// The store and its delivery workers, with a `[store]`.
+    pub(crate) queue: Option<Arc<Queue>>,
     /// Counters and histograms.
     pub(crate) metrics: Arc<Metrics>,
     /// `server.max_body_bytes`.
@@ -175,7 +179,7 @@ async fn deliver_once(
             .duplicates
             .get_or_create(&EventLabels {
                 route: route.name.clone(),
-                event: envelope_event(envelope),
+                event: event_label(envelope.as_ref().ok()),
             })
             .inc();
         Outcome::new(Some(route.clone()), Ok(Answer::Duplicate))
@@ -258,10 +262,75 @@ async fn deliver_once(
     )
 }
 
-fn envelope_event(envelope: &Result<Envelope, TransportError>) -> &'static str {
+/// Queued delivery's ingest: 200 `queued` once the event is durably stored
+/// (its dedup key claimed in the same transaction), 503
+/// `store_unavailable` when the store is not open, fails, or takes longer
+/// than `store.timeout`.
+async fn enqueue(
+    gate: &Gate,
+    route: &Arc<Route>,
+    envelope: Result<Envelope, TransportError>,
+    claim: Option<(dedup::Key, Duration)>,
+) -> Outcome {
+    let unavailable =
+        |why: String| Outcome::new(Some(route.clone()), Err(Rejection::StoreUnavailable(why)));
+    let Some(queue) = &gate.queue else {
+        return unavailable("no [store]".to_owned());
+    };
+    let Some(store) = queue.store() else {
+        return unavailable("the store is not open yet".to_owned());
+    };
+    let envelope = match envelope {
+        Ok(e) => e,
+        Err(e) => return forward(gate, route, Err(e)).await,
+    };
+    let event = event_label(Some(&envelope));
+    let now = dedup::now_ms();
+    let id = uuid::Uuid::now_v7();
+    let new = NewEvent {
+        id,
+        route: route.name.clone(),
+        event: envelope.event_name(),
+        received_at: now,
+        headers: envelope.stored_head(),
+        body: envelope.body.clone(),
+        dedup: claim.map(|(key, window)| DedupClaim {
+            key,
+            expires_at: now.saturating_add(window.as_millis() as i64),
+        }),
+    };
+    let store_metrics = gate.metrics.store.as_ref();
+    match tokio::time::timeout(queue.timeout, store.ingest_one(new)).await {
+        Ok(Ok(Ingested::Stored)) => {
+            queue.wake(&route.name);
+            Outcome::new(Some(route.clone()), Ok(Answer::Queued(id)))
+        }
+        Ok(Ok(Ingested::Duplicate)) => {
+            gate.metrics
+                .duplicates
+                .get_or_create(&EventLabels {
+                    route: route.name.clone(),
+                    event,
+                })
+                .inc();
+            Outcome::new(Some(route.clone()), Ok(Answer::Duplicate))
+        }
+        Ok(Err(e)) => {
+            if let Some(m) = store_metrics {
+                m.up.set(0);
+            }
+            unavailable(e.to_string())
+        }
+        Err(_) => unavailable(format!(
+            "the store took longer than store.timeout ({:?})",
+            queue.timeout
+        )),
+    }
+}
+
+/// The `event` label of a request's metrics: one of the four, or `-`.
+fn event_label(envelope: Option<&Envelope>) -> &'static str {
     envelope
-        .as_ref()
-        .ok()
         .and_then(|e| e.event.kind)
         .map_or("-", EventKind::as_str)
 }

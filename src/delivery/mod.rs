@@ -1,0 +1,450 @@
+//! Queued delivery: workers that take due events from the store and bring
+//! them to the app, for as long as it takes (SPEC "Queued delivery").
+//!
+//! One worker per queued route holds `delivery_concurrency` permits; it
+//! leases as many due events as it has free permits, runs one attempt per
+//! event in its own task, and otherwise sleeps until the next event is due,
+//! an ingest wakes it, or a second passes (another process — the `events`
+//! CLI, another replica — may have changed the store). A lease lasts
+//! `upstream.timeout` + 10 s: a worker or replica that dies leaves its
+//! events to be taken again when their leases run out (at least once).
+//!
+//! Beside the workers: a task that refreshes the queue gauges and
+//! `hookgate_store_up` every second, and one that purges delivered and
+//! dead events past their retention every minute.
+
+pub(crate) mod policy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dedup::now_ms;
+use crate::forward::upstream::Upstream;
+use crate::forward::{Attempt, UpstreamRequest};
+use crate::load::{QueueSettings, Route};
+use crate::observe::metrics::{AttemptLabels, Metrics, QueueLabels, RouteLabels, StoreMetrics};
+use crate::store::{Lease, Retention, Settle, State, Store};
+use policy::{Attempted, millis};
+
+/// How long past `upstream.timeout` a lease lasts.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// The longest a worker sleeps before looking at the store again.
+const POLL: Duration = Duration::from_secs(1);
+/// How often the queue gauges are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
+/// How often retention purges run.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// The store of a sidecar with a `[store]`, once it is open, and its
+/// delivery workers. The store is opened in the background: one that cannot
+/// be opened at start (missing directory, full disk, database down) leaves
+/// queued routes answering 503 `store_unavailable` until it can.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    store: std::sync::OnceLock<Store>,
+    deliveries: std::sync::OnceLock<Deliveries>,
+    /// `store.timeout`: an ingest that takes longer answers 503.
+    pub(crate) timeout: Duration,
+    config: crate::config::StoreConfig,
+}
+
+impl Queue {
+    /// A queue for `config`, not open yet.
+    pub(crate) fn new(config: crate::config::StoreConfig) -> Self {
+        Self {
+            store: std::sync::OnceLock::new(),
+            deliveries: std::sync::OnceLock::new(),
+            timeout: config.timeout,
+            config,
+        }
+    }
+
+    /// The store, once open.
+    pub(crate) fn store(&self) -> Option<&Store> {
+        self.store.get()
+    }
+
+    /// Tells `route`'s worker that an event was stored.
+    pub(crate) fn wake(&self, route: &str) {
+        if let Some(d) = self.deliveries.get() {
+            d.wake(route);
+        }
+    }
+
+    /// Opens the store (retrying every 2 s until it opens or `stop`), then
+    /// starts the delivery workers.
+    pub(crate) async fn open(
+        &self,
+        routes: &[Arc<Route>],
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) {
+        let mut failures = 0u32;
+        let store = loop {
+            match Store::open(&self.config, metrics.store.as_ref()).await {
+                Ok(store) => break store,
+                Err(e) => {
+                    if let Some(m) = &metrics.store {
+                        m.up.set(0);
+                    }
+                    // Every failure at first, then one line a minute.
+                    if failures < 3 || failures % 30 == 0 {
+                        tracing::error!(
+                            engine = self.config.engine.as_str(),
+                            error = %e,
+                            "cannot open the event store; queued routes answer 503 until it opens"
+                        );
+                    }
+                    failures += 1;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                () = stop.cancelled() => return,
+            }
+        };
+        if failures > 0 {
+            tracing::info!(engine = self.config.engine.as_str(), "the event store is open");
+        }
+        if let Some(m) = &metrics.store {
+            m.up.set(1);
+        }
+        let deliveries = Deliveries::start(store.clone(), routes, upstream, metrics);
+        let _ = self.store.set(store);
+        let _ = self.deliveries.set(deliveries);
+    }
+
+    /// Stops the delivery workers (see [`Deliveries::shutdown`]).
+    pub(crate) async fn shutdown(&self, grace: Duration) {
+        if let Some(d) = self.deliveries.get() {
+            d.shutdown(grace).await;
+        }
+    }
+}
+
+/// The running delivery side of a sidecar with a store.
+#[derive(Debug)]
+pub(crate) struct Deliveries {
+    /// Wakes a route's worker (an ingest just stored an event).
+    wake: HashMap<String, Arc<Notify>>,
+    stop: CancellationToken,
+    attempts: TaskTracker,
+    background: TaskTracker,
+}
+
+impl Deliveries {
+    /// Starts a worker for every queued route, the gauges and the purges.
+    pub(crate) fn start(
+        store: Store,
+        routes: &[Arc<Route>],
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let attempts = TaskTracker::new();
+        let background = TaskTracker::new();
+        let mut wake = HashMap::new();
+        let queued: Vec<Arc<Route>> = routes
+            .iter()
+            .filter(|r| r.queue.is_some())
+            .cloned()
+            .collect();
+        for route in &queued {
+            let notify = Arc::new(Notify::new());
+            wake.insert(route.name.clone(), notify.clone());
+            background.spawn(work(
+                Worker {
+                    store: store.clone(),
+                    route: route.clone(),
+                    upstream: upstream.clone(),
+                    metrics: metrics.clone(),
+                    attempts: attempts.clone(),
+                },
+                notify,
+                stop.clone(),
+            ));
+        }
+        background.spawn(gauges(store.clone(), metrics.clone(), stop.clone()));
+        let retention: Vec<Retention> = queued
+            .iter()
+            .filter_map(|r| {
+                let q = r.queue.as_ref()?;
+                Some(Retention {
+                    route: r.name.clone(),
+                    delivered: millis(q.retention_delivered),
+                    dead: millis(q.retention_dead),
+                })
+            })
+            .collect();
+        background.spawn(purges(store, retention, stop.clone()));
+        Self {
+            wake,
+            stop,
+            attempts,
+            background,
+        }
+    }
+
+    /// Tells `route`'s worker that an event was stored.
+    pub(crate) fn wake(&self, route: &str) {
+        if let Some(n) = self.wake.get(route) {
+            n.notify_one();
+        }
+    }
+
+    /// Stops taking events and gives running attempts `grace` to finish;
+    /// the rest stays stored (their leases run out) for the next start.
+    pub(crate) async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        self.background.close();
+        self.background.wait().await;
+        self.attempts.close();
+        let running = self.attempts.len();
+        if tokio::time::timeout(grace, self.attempts.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.attempts.len(),
+                "shutdown_grace elapsed with delivery attempts running; they stay stored and are retried after their lease"
+            );
+        } else if running > 0 {
+            tracing::info!(finished = running, "delivery attempts finished");
+        }
+    }
+}
+
+struct Worker {
+    store: Store,
+    route: Arc<Route>,
+    upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+    attempts: TaskTracker,
+}
+
+async fn work(w: Worker, wake: Arc<Notify>, stop: CancellationToken) {
+    let Some(q) = w.route.queue.clone() else {
+        return;
+    };
+    let permits = Arc::new(Semaphore::new(q.concurrency));
+    let lease_for = millis(w.upstream.timeout() + LEASE_MARGIN);
+    let w = Arc::new(w);
+    loop {
+        let first = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            () = stop.cancelled() => return,
+        };
+        let mut free = vec![first];
+        while let Ok(p) = permits.clone().try_acquire_owned() {
+            free.push(p);
+        }
+        let now = now_ms();
+        let limit = free.len();
+        let wait = match w
+            .store
+            .lease(&w.route.name, now, now + lease_for, limit as u32)
+            .await
+        {
+            Ok(leases) => {
+                let full = leases.len() == limit;
+                for lease in leases {
+                    let Some(permit) = free.pop() else { break };
+                    let w = w.clone();
+                    let q = q.clone();
+                    w.attempts.clone().spawn(async move {
+                        attempt(&w, &q, lease).await;
+                        drop(permit);
+                    });
+                }
+                drop(free);
+                if full {
+                    continue;
+                }
+                match w.store.next_due(&w.route.name).await {
+                    Ok(Some(at)) => {
+                        Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64).min(POLL)
+                    }
+                    _ => POLL,
+                }
+            }
+            Err(e) => {
+                drop(free);
+                tracing::warn!(route = %w.route.name, error = %e, "cannot take due events from the store");
+                POLL
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One delivery attempt, settled in the store.
+async fn attempt(w: &Worker, q: &QueueSettings, lease: Lease) {
+    let Lease {
+        id,
+        received_at,
+        body,
+        headers,
+        attempt,
+        token,
+        ..
+    } = lease;
+    let mut status = None;
+    let settle = if policy::expired(q, received_at, now_ms()) {
+        Settle::Dead {
+            error: "older than max_delivery_age".to_owned(),
+        }
+    } else {
+        let numbered = Attempt {
+            id,
+            number: attempt,
+            received_at,
+        };
+        match UpstreamRequest::from_stored(&headers, body, numbered) {
+            Err(e) => Settle::Dead {
+                error: e.to_string(),
+            },
+            Ok(request) => {
+                let result = match w.upstream.send(request).await {
+                    Ok(answer) => {
+                        status = Some(answer.status().as_u16());
+                        Attempted::Answer(
+                            answer.status(),
+                            answer.headers().get(http::header::RETRY_AFTER).cloned(),
+                        )
+                    }
+                    Err(e) => Attempted::Failed(e),
+                };
+                policy::decide(q, attempt, &result, now_ms(), fastrand::f64())
+            }
+        }
+    };
+    let result = policy::label(&settle);
+    let (next_attempt_at, error) = match &settle {
+        Settle::Delivered => (None, None),
+        Settle::Retry { at, error } => (Some(*at), Some(error.clone())),
+        Settle::Dead { error } => (None, Some(error.clone())),
+    };
+    match w.store.settle(id, token, now_ms(), settle).await {
+        Ok(true) => {
+            if let Some(m) = &w.metrics.store {
+                m.delivery_attempts
+                    .get_or_create(&AttemptLabels {
+                        route: w.route.name.clone(),
+                        result,
+                    })
+                    .inc();
+            }
+            let level_warn = result == "dead";
+            macro_rules! line {
+                ($level:expr) => {
+                    tracing::event!(
+                        $level,
+                        id = %id,
+                        route = %w.route.name,
+                        attempt,
+                        result,
+                        status,
+                        next_attempt_at,
+                        error = error.as_deref(),
+                        "delivery attempt"
+                    )
+                };
+            }
+            if level_warn {
+                line!(tracing::Level::WARN);
+            } else {
+                line!(tracing::Level::INFO);
+            }
+        }
+        Ok(false) => tracing::info!(
+            id = %id,
+            route = %w.route.name,
+            attempt,
+            "delivery attempt ended after its lease was lost (replayed, dropped or taken over); not recorded"
+        ),
+        Err(e) => tracing::warn!(
+            id = %id,
+            route = %w.route.name,
+            attempt,
+            error = %e,
+            "cannot record a delivery attempt; the event is taken again when its lease runs out"
+        ),
+    }
+}
+
+/// Refreshes `hookgate_store_up` and the queue gauges.
+async fn gauges(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let Some(m) = &metrics.store else { return };
+    let mut tick = tokio::time::interval(GAUGES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        refresh(&store, m).await;
+    }
+}
+
+async fn refresh(store: &Store, m: &StoreMetrics) {
+    match store.stats().await {
+        Ok(stats) => {
+            m.up.set(1);
+            let now = now_ms();
+            for s in stats {
+                for (state, n) in [
+                    (State::Pending, s.pending),
+                    (State::Delivered, s.delivered),
+                    (State::Dead, s.dead),
+                ] {
+                    m.queue_events
+                        .get_or_create(&QueueLabels {
+                            route: s.route.clone(),
+                            state: state.as_str(),
+                        })
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                let age = s
+                    .oldest_pending_received_at
+                    .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+                m.oldest_pending_age
+                    .get_or_create(&RouteLabels { route: s.route })
+                    .set(age);
+            }
+        }
+        Err(e) => {
+            if m.up.get() != 0 {
+                tracing::warn!(error = %e, "the event store does not answer");
+            }
+            m.up.set(0);
+        }
+    }
+}
+
+/// Deletes delivered and dead events past their retention, and expired
+/// dedup keys.
+async fn purges(store: Store, retention: Vec<Retention>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(PURGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match store.purge(now_ms(), &retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention purge"),
+            Err(e) => tracing::warn!(error = %e, "retention purge failed; retried in a minute"),
+        }
+    }
+}
