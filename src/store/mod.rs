@@ -22,6 +22,10 @@
 //! Nothing here ever logs a body, a header value or an email: errors carry
 //! the engine's message and the operation, never the data.
 
+pub(crate) mod sqlite;
+#[cfg(test)]
+mod suite;
+
 use bytes::Bytes;
 use uuid::Uuid;
 
