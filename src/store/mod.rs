@@ -22,6 +22,7 @@
 //! Nothing here ever logs a body, a header value or an email: errors carry
 //! the engine's message and the operation, never the data.
 
+pub(crate) mod batch;
 pub(crate) mod sqlite;
 #[cfg(test)]
 mod suite;
