@@ -95,10 +95,6 @@ impl TransportError {
     /// Trying again later may succeed: the app was down, slow or cut the
     /// connection. Not for an answer that was too large or a target that
     /// cannot be built: those fail the same way every time.
-    #[expect(
-        dead_code,
-        reason = "read by the queued-delivery worker, the next change"
-    )]
     pub(crate) fn retryable(&self) -> bool {
         match self {
             Self::Connect(_) | Self::ConnectTimeout(_) | Self::Http(_) | Self::Timeout(_) => true,

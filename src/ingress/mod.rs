@@ -124,6 +124,9 @@ where
             let key = window.map(|_| dedup::key(&route.name, &verified.body));
             let envelope = Envelope::new(verified, &gate.upstream, peer, request_id);
             let outcome = match (key, window) {
+                _ if route.queue.is_some() => {
+                    enqueue(gate, &route, envelope, key.zip(window)).await
+                }
                 (Some(key), Some(window)) => {
                     deliver_once(gate, &route, envelope, key, window).await
                 }

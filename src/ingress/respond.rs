@@ -38,7 +38,6 @@ pub(super) enum Answer {
     /// The key of this event was remembered: 200, nothing forwarded.
     Duplicate,
     /// Durably stored for queued delivery, under this id.
-    #[expect(dead_code, reason = "the queued ingest lands with the store")]
     Queued(uuid::Uuid),
 }
 

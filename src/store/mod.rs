@@ -22,8 +22,17 @@
 //! Nothing here ever logs a body, a header value or an email: errors carry
 //! the engine's message and the operation, never the data.
 
+pub(crate) mod batch;
+pub(crate) mod sqlite;
+#[cfg(test)]
+mod suite;
+
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 use uuid::Uuid;
+
+use self::batch::Batcher;
+use self::sqlite::SqliteStore;
 
 /// Unix time in milliseconds.
 pub(crate) type Millis = i64;
@@ -175,16 +184,19 @@ impl std::fmt::Debug for Lease {
 /// How a leased attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Settle {
-    /// The app answered 2xx.
+    /// The app answered 2xx: delivered, no next attempt, `last_error`
+    /// cleared.
     Delivered,
-    /// Try again at `at` (Unix ms).
+    /// Try again at `at` (Unix ms): stays pending, due at `at`,
+    /// `last_error` = `error`.
     Retry {
         /// When.
         at: Millis,
         /// Why this attempt failed.
         error: String,
     },
-    /// Never again (unless replayed).
+    /// Never again (unless replayed): dead, no next attempt, `last_error`
+    /// = `error`.
     Dead {
         /// Why.
         error: String,
@@ -244,8 +256,9 @@ pub(crate) struct RouteStats {
     pub(crate) oldest_pending_received_at: Option<Millis>,
 }
 
-/// Why a store operation failed. Never carries event data.
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation failed. Never carries event data. `Clone`, so a
+/// failed group commit can answer every caller in its batch.
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum StoreError {
     /// The store could not be opened or migrated (path, permissions,
     /// connection, schema newer than this binary…).
@@ -270,8 +283,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// Stores a batch in **one** transaction (group commit), claiming each
     /// event's dedup key atomically with its insert. The answer has one
     /// entry per event, in order. A key claimed twice within the batch: the
-    /// first is stored, the second is a duplicate. An expired key is
-    /// claimed anew.
+    /// first is stored, the second is a duplicate. An expired key
+    /// (`expires_at <=` the event's `received_at`) is claimed anew. A stored
+    /// event is pending, attempts 0, due and updated at its `received_at`.
     fn ingest(
         &self,
         batch: Vec<NewEvent>,
@@ -312,7 +326,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// Ends the attempt `token` on `id`. `Ok(false)`: the lease was lost
     /// (expired and taken by another worker, replayed, or dropped):
-    /// nothing changed. Clears the lease either way it succeeds.
+    /// nothing changed. Clears the lease either way it succeeds, and sets
+    /// `updated_at` to `now` (a lease that ran out but was not taken again
+    /// still settles).
     fn settle(
         &self,
         id: Uuid,
@@ -332,8 +348,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
         body: bool,
     ) -> impl Future<Output = Result<Option<(Record, Option<Bytes>)>, StoreError>> + Send;
 
-    /// Back to pending, attempts 0, due at `now`, lease cleared. A delivered
-    /// event only with `force`.
+    /// Back to pending, attempts 0, due and updated at `now`, lease cleared
+    /// (`last_error` kept until the next attempt). A delivered event only
+    /// with `force`; a dead or pending one always.
     fn replay_ids(
         &self,
         ids: &[Uuid],
@@ -369,7 +386,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// Deletes delivered/dead events past their route's retention (events
     /// of routes not listed are kept) and dedup keys past their expiry.
-    /// Returns how many rows went. On Postgres one replica at a time.
+    /// Returns how many rows went. On Postgres one replica at a time. May
+    /// take several short transactions (each deletion stands on its own),
+    /// so ingest does not wait behind a long purge.
     fn purge(
         &self,
         now: Millis,
@@ -378,4 +397,120 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// A cheap round trip, for `hookgate_store_up`.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The store the rest of hookgate holds: the engine the config names, with
+/// group commit ([`Batcher`]) in front of its ingest. Cheap to clone: every
+/// variant holds its engine behind an `Arc`, so clones share it.
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
+    /// The embedded engine.
+    Sqlite(Batcher<SqliteStore>),
+}
+
+/// Evaluates `$call` with `$b` bound to the [`Batcher`] of whichever engine
+/// `$store` holds. A new engine adds its arm here and in
+/// [`Store::engine_name`].
+macro_rules! dispatch {
+    ($store:expr, $b:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($b) => $call,
+        }
+    };
+}
+
+/// Inherent async methods with [`Engine`]'s signatures, each calling the
+/// engine's method of the same name.
+macro_rules! forward {
+    ($($(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub(crate) async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                dispatch!(self, b => b.engine().$name($($arg),*).await)
+            }
+        )*
+    };
+}
+
+impl Store {
+    /// The embedded engine behind group commit, observing each commit's
+    /// duration (`hookgate_store_commit_seconds`) and size
+    /// (`hookgate_store_batch_size`) when given the histograms.
+    pub(crate) fn sqlite(
+        engine: SqliteStore,
+        commit_seconds: Option<Histogram>,
+        batch_size: Option<Histogram>,
+    ) -> Self {
+        Self::Sqlite(Batcher::new(
+            engine,
+            batch::DEFAULT_MAX_BATCH,
+            commit_seconds,
+            batch_size,
+        ))
+    }
+
+    /// Opens (and migrates) the store `config` names. `metrics`: the
+    /// sidecar's store metrics (the CLI passes none).
+    pub(crate) async fn open(
+        config: &crate::config::StoreConfig,
+        metrics: Option<&crate::observe::metrics::StoreMetrics>,
+    ) -> Result<Self, StoreError> {
+        let commit = metrics.map(|m| m.commit_seconds.clone());
+        let sizes = metrics.map(|m| m.batch_size.clone());
+        match config.engine {
+            crate::config::StoreEngine::Sqlite => {
+                Ok(Self::sqlite(sqlite::open(&config.path).await?, commit, sizes))
+            }
+            crate::config::StoreEngine::Postgres => Err(StoreError::Open(
+                "engine \"postgres\" is not built into this binary yet".to_owned(),
+            )),
+        }
+    }
+
+    /// The engine's name as the config spells it (`store.engine`).
+    pub(crate) fn engine_name(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Stores one event in the next group commit; answers once that commit
+    /// is durable (see [`Batcher::ingest`]).
+    pub(crate) async fn ingest_one(&self, event: NewEvent) -> Result<Ingested, StoreError> {
+        dispatch!(self, b => b.ingest(event).await)
+    }
+
+    forward! {
+        /// [`Engine::ingest`]: a batch in one transaction of its own (no
+        /// group commit).
+        fn ingest(&self, batch: Vec<NewEvent>) -> Vec<Ingested>;
+        /// [`Engine::seen`].
+        fn seen(&self, key: &Key, now: Millis) -> bool;
+        /// [`Engine::remember`].
+        fn remember(&self, key: &Key, route: &str, expires_at: Millis) -> ();
+        /// [`Engine::lease`].
+        fn lease(&self, route: &str, now: Millis, lease_until: Millis, limit: u32) -> Vec<Lease>;
+        /// [`Engine::next_due`].
+        fn next_due(&self, route: &str) -> Option<Millis>;
+        /// [`Engine::settle`].
+        fn settle(&self, id: Uuid, token: i64, now: Millis, how: Settle) -> bool;
+        /// [`Engine::list`].
+        fn list(&self, filter: &Filter) -> Vec<Record>;
+        /// [`Engine::get`].
+        fn get(&self, id: Uuid, body: bool) -> Option<(Record, Option<Bytes>)>;
+        /// [`Engine::replay_ids`].
+        fn replay_ids(&self, ids: &[Uuid], force: bool, now: Millis) -> Vec<Replayed>;
+        /// [`Engine::replay_matching`].
+        fn replay_matching(&self, filter: &Filter, force: bool, now: Millis) -> u64;
+        /// [`Engine::drop_ids`].
+        fn drop_ids(&self, ids: &[Uuid]) -> Vec<Option<Record>>;
+        /// [`Engine::drop_matching`].
+        fn drop_matching(&self, filter: &Filter) -> u64;
+        /// [`Engine::stats`].
+        fn stats(&self) -> Vec<RouteStats>;
+        /// [`Engine::purge`].
+        fn purge(&self, now: Millis, retention: &[Retention]) -> u64;
+        /// [`Engine::ping`].
+        fn ping(&self) -> ();
+    }
 }

@@ -139,7 +139,12 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Listens on `addr` (an app that comes up at a known address later).
+    pub async fn start_at(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -247,6 +252,25 @@ impl Upstream {
             got.len(),
             got.iter().map(|r| &r.path).collect::<Vec<_>>()
         );
+    }
+
+    /// Waits (bounded by `secs`) until `n` requests are recorded in all;
+    /// returns them (without forgetting them).
+    pub async fn wait_for(&self, n: usize, secs: u64) -> Vec<Recorded> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = self.seen.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the upstream got {} requests within {secs} s, want {n}",
+                got.len()
+            );
+            let _ = tokio::time::timeout(left, self.arrivals.lock().await.recv()).await;
+        }
     }
 
     /// Waits (bounded) until the upstream has received a request.
