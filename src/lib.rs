@@ -196,13 +196,25 @@ impl Hookgate {
             },
             stopped.clone().cancelled_owned(),
         ));
-        let opener = self.gate.queue.clone().map(|queue| {
+        // The store opens before the sidecar reports ready; one that cannot
+        // be opened now keeps being tried in the background while queued
+        // routes answer 503 (direct routes and /readyz do not wait for it).
+        let mut opener = None;
+        if let Some(queue) = self.gate.queue.clone() {
             let routes: Vec<Arc<crate::load::Route>> = self.gate.routes.iter().cloned().collect();
-            let upstream = self.gate.upstream.clone();
-            let metrics = self.gate.metrics.clone();
-            let stop = stopped.clone();
-            tokio::spawn(async move { queue.open(&routes, upstream, metrics, stop).await })
-        });
+            let (upstream, metrics) = (self.gate.upstream.clone(), self.gate.metrics.clone());
+            let limit = queue.timeout.max(Duration::from_secs(5));
+            if let Err(e) = queue.open_once(&routes, &upstream, &metrics, limit).await {
+                tracing::error!(
+                    error = %e,
+                    "cannot open the event store; queued routes answer 503 until it opens (retried every 2 s)"
+                );
+                let stop = stopped.clone();
+                opener = Some(tokio::spawn(async move {
+                    queue.keep_opening(&routes, upstream, metrics, stop).await
+                }));
+            }
+        }
         let reloads = tokio::spawn(reload::watch(
             self.reloader.clone(),
             self.reload_interval,

@@ -76,25 +76,65 @@ impl Queue {
         }
     }
 
-    /// Opens the store (retrying every 2 s until it opens or `stop`), then
-    /// starts the delivery workers.
-    pub(crate) async fn open(
+    /// Tries once to open the store (bounded by `limit`) and, when it
+    /// opens, starts the delivery workers. The sidecar calls this before it
+    /// reports ready, so a store that can be opened serves from the first
+    /// request.
+    pub(crate) async fn open_once(
+        &self,
+        routes: &[Arc<Route>],
+        upstream: &Arc<Upstream>,
+        metrics: &Arc<Metrics>,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let opened = tokio::time::timeout(limit, Store::open(&self.config, metrics.store.as_ref()))
+            .await
+            .map_err(|_| format!("opening took longer than {limit:?}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match opened {
+            Ok(store) => {
+                if let Some(m) = &metrics.store {
+                    m.up.set(1);
+                }
+                let deliveries =
+                    Deliveries::start(store.clone(), routes, upstream.clone(), metrics.clone());
+                let _ = self.store.set(store);
+                let _ = self.deliveries.set(deliveries);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(m) = &metrics.store {
+                    m.up.set(0);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps trying to open the store every 2 s until it opens or `stop`
+    /// (a store that could not be opened at start).
+    pub(crate) async fn keep_opening(
         &self,
         routes: &[Arc<Route>],
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) {
-        let mut failures = 0u32;
-        let store = loop {
-            match Store::open(&self.config, metrics.store.as_ref()).await {
-                Ok(store) => break store,
+        let limit = self.timeout.max(Duration::from_secs(5));
+        let mut failures = 1u32;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                () = stop.cancelled() => return,
+            }
+            match self.open_once(routes, &upstream, &metrics, limit).await {
+                Ok(()) => {
+                    tracing::info!(engine = self.config.engine.as_str(), "the event store is open");
+                    return;
+                }
                 Err(e) => {
-                    if let Some(m) = &metrics.store {
-                        m.up.set(0);
-                    }
-                    // Every failure at first, then one line a minute.
-                    if failures < 3 || failures % 30 == 0 {
+                    // A line a minute while it stays closed.
+                    if failures % 30 == 0 {
                         tracing::error!(
                             engine = self.config.engine.as_str(),
                             error = %e,
@@ -104,20 +144,7 @@ impl Queue {
                     failures += 1;
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                () = stop.cancelled() => return,
-            }
-        };
-        if failures > 0 {
-            tracing::info!(engine = self.config.engine.as_str(), "the event store is open");
         }
-        if let Some(m) = &metrics.store {
-            m.up.set(1);
-        }
-        let deliveries = Deliveries::start(store.clone(), routes, upstream, metrics);
-        let _ = self.store.set(store);
-        let _ = self.deliveries.set(deliveries);
     }
 
     /// Stops the delivery workers (see [`Deliveries::shutdown`]).
