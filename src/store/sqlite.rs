@@ -1113,6 +1113,7 @@ mod tests {
             panic!("want Open, got {err:?}");
         };
         assert!(message.contains(&junk.display().to_string()), "{message}");
+        assert!(message.contains("not a database"), "{message}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
