@@ -47,7 +47,8 @@ fn queued_id(reply: &Reply) -> String {
 async fn a_queued_event_is_stored_then_delivered_with_its_id() {
     let dir = tempfile::tempdir().unwrap();
     let app = Upstream::start().await;
-    let sidecar = Sidecar::start(queued(app.url(), &dir.path().join("events.db"), "/hooks/q")).await;
+    let sidecar =
+        Sidecar::start(queued(app.url(), &dir.path().join("events.db"), "/hooks/q")).await;
     let body = converted("one");
     let id = queued_id(&sidecar.post(PATH, &body).await);
     let got = app.wait_for(1, 10).await;
@@ -61,11 +62,8 @@ async fn a_queued_event_is_stored_then_delivered_with_its_id() {
     assert_eq!(up.all("content-length"), [body.len().to_string()]);
     let received = up.all("x-webhook-received-at");
     assert_eq!(received.len(), 1);
-    time::OffsetDateTime::parse(
-        &received[0],
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap_or_else(|e| panic!("{:?} is not RFC 3339: {e}", received[0]));
+    time::OffsetDateTime::parse(&received[0], &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{:?} is not RFC 3339: {e}", received[0]));
     assert!(up.all("x-coolpopup-signature").is_empty());
     // The provider's retry of a stored conversion is a duplicate.
     let again = sidecar.post(PATH, &body).await;
@@ -114,10 +112,7 @@ async fn events_wait_while_the_app_is_down_and_survive_a_restart() {
     let app = Upstream::start_at(app_addr).await;
     let sidecar = Sidecar::start(queued(url, &db, "/hooks/q")).await;
     let got = app.wait_for(5, 20).await;
-    let mut delivered: Vec<String> = got
-        .iter()
-        .map(|r| r.all("x-webhook-id").concat())
-        .collect();
+    let mut delivered: Vec<String> = got.iter().map(|r| r.all("x-webhook-id").concat()).collect();
     delivered.sort();
     delivered.dedup();
     ids.sort();
@@ -159,7 +154,10 @@ async fn a_refused_event_is_dead_and_not_retried() {
         .await
         != Some(1.0)
     {
-        assert!(waited < 50, "hookgate_queue_events does not show the dead event");
+        assert!(
+            waited < 50,
+            "hookgate_queue_events does not show the dead event"
+        );
         waited += 1;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -178,7 +176,13 @@ async fn a_store_that_cannot_open_answers_503_until_it_can() {
     reply.expect_error(503, "store_unavailable");
     assert!(reply.headers.contains_key("retry-after"));
     // Direct routes and readiness do not depend on the store.
-    assert_eq!(sidecar.post("/webhooks/direct", &converted("d")).await.status, 200);
+    assert_eq!(
+        sidecar
+            .post("/webhooks/direct", &converted("d"))
+            .await
+            .status,
+        200
+    );
     assert_eq!(sidecar.admin_get("/readyz").await.0, 200);
     assert_eq!(sidecar.metric("hookgate_store_up").await, Some(0.0));
     app.take();

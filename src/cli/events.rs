@@ -131,8 +131,16 @@ impl FilterArgs {
         Ok(Filter {
             route: self.route.clone(),
             state: self.state.map(State::from),
-            since: self.since.as_deref().map(|t| parse_time(t, now)).transpose()?,
-            until: self.until.as_deref().map(|t| parse_time(t, now)).transpose()?,
+            since: self
+                .since
+                .as_deref()
+                .map(|t| parse_time(t, now))
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(|t| parse_time(t, now))
+                .transpose()?,
             limit,
         })
     }
@@ -140,9 +148,7 @@ impl FilterArgs {
 
 /// RFC 3339, or a duration back from `now` (`90m`, `2h`, `7d`).
 fn parse_time(t: &str, now: Millis) -> Result<Millis, String> {
-    if let Ok(at) =
-        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-    {
+    if let Ok(at) = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
         return Ok((at.unix_timestamp_nanos() / 1_000_000) as Millis);
     }
     match humantime::parse_duration(t) {
@@ -276,8 +282,9 @@ async fn execute(
                         Ok(text) => doc["body"] = text.into(),
                         Err(_) => {
                             use base64::Engine as _;
-                            doc["body_base64"] =
-                                base64::engine::general_purpose::STANDARD.encode(bytes).into();
+                            doc["body_base64"] = base64::engine::general_purpose::STANDARD
+                                .encode(bytes)
+                                .into();
                         }
                     }
                 }

@@ -129,12 +129,15 @@ impl Queue {
             }
             match self.open_once(routes, &upstream, &metrics, limit).await {
                 Ok(()) => {
-                    tracing::info!(engine = self.config.engine.as_str(), "the event store is open");
+                    tracing::info!(
+                        engine = self.config.engine.as_str(),
+                        "the event store is open"
+                    );
                     return;
                 }
                 Err(e) => {
                     // A line a minute while it stays closed.
-                    if failures % 30 == 0 {
+                    if failures.is_multiple_of(30) {
                         tracing::error!(
                             engine = self.config.engine.as_str(),
                             error = %e,

@@ -152,7 +152,10 @@ mod tests {
                 else {
                     panic!()
                 };
-                assert!((at - want).abs() <= 1, "attempt {attempt} jitter {jitter}: {at}");
+                assert!(
+                    (at - want).abs() <= 1,
+                    "attempt {attempt} jitter {jitter}: {at}"
+                );
             }
         }
     }
@@ -176,19 +179,31 @@ mod tests {
         let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(61));
         let v = HeaderValue::from_str(&in_a_minute).unwrap();
         let wait = parse_retry_after(&v, SystemTime::now()).unwrap();
-        assert!(wait > Duration::from_secs(55) && wait <= Duration::from_secs(61), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(55) && wait <= Duration::from_secs(61),
+            "{wait:?}"
+        );
     }
 
     #[test]
     fn transport_failures_retry_unless_they_cannot_succeed() {
         let timeout = Attempted::Failed(TransportError::Timeout(Duration::from_secs(4)));
-        assert!(matches!(decide(&q(), 1, &timeout, 0, 0.5), Settle::Retry { .. }));
+        assert!(matches!(
+            decide(&q(), 1, &timeout, 0, 0.5),
+            Settle::Retry { .. }
+        ));
         let refused = Attempted::Failed(TransportError::Connect(std::io::Error::from(
             std::io::ErrorKind::ConnectionRefused,
         )));
-        assert!(matches!(decide(&q(), 1, &refused, 0, 0.5), Settle::Retry { .. }));
+        assert!(matches!(
+            decide(&q(), 1, &refused, 0, 0.5),
+            Settle::Retry { .. }
+        ));
         let large = Attempted::Failed(TransportError::TooLarge(10));
-        assert!(matches!(decide(&q(), 1, &large, 0, 0.5), Settle::Dead { .. }));
+        assert!(matches!(
+            decide(&q(), 1, &large, 0, 0.5),
+            Settle::Dead { .. }
+        ));
     }
 
     #[test]

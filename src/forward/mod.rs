@@ -167,7 +167,8 @@ pub(crate) struct Attempt {
 }
 
 /// `X-Webhook-Id`.
-pub(crate) static X_WEBHOOK_ID: header::HeaderName = header::HeaderName::from_static("x-webhook-id");
+pub(crate) static X_WEBHOOK_ID: header::HeaderName =
+    header::HeaderName::from_static("x-webhook-id");
 /// `X-Webhook-Attempt`.
 pub(crate) static X_WEBHOOK_ATTEMPT: header::HeaderName =
     header::HeaderName::from_static("x-webhook-attempt");
@@ -179,13 +180,22 @@ impl UpstreamRequest {
     /// The request for one attempt at a stored event. Only an
     /// [`Envelope`]'s stored head is ever in the store, so this too carries
     /// only verified events.
-    pub(crate) fn from_stored(head: &[u8], body: Bytes, attempt: Attempt) -> Result<Self, BadStoredHead> {
-        let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    pub(crate) fn from_stored(
+        head: &[u8],
+        body: Bytes,
+        attempt: Attempt,
+    ) -> Result<Self, BadStoredHead> {
+        let mut lines = head
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         let target = lines.next().ok_or(BadStoredHead)?;
         let target = Uri::try_from(target).map_err(|_| BadStoredHead)?;
         let mut headers = HeaderMap::new();
         for line in lines.filter(|l| !l.is_empty()) {
-            let at = line.windows(2).position(|w| w == b": ").ok_or(BadStoredHead)?;
+            let at = line
+                .windows(2)
+                .position(|w| w == b": ")
+                .ok_or(BadStoredHead)?;
             let name = header::HeaderName::from_bytes(&line[..at]).map_err(|_| BadStoredHead)?;
             let value = HeaderValue::from_bytes(&line[at + 2..]).map_err(|_| BadStoredHead)?;
             headers.append(name, value);
@@ -199,7 +209,10 @@ impl UpstreamRequest {
             i128::from(attempt.received_at) * 1_000_000,
         )
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .ok_or(BadStoredHead)?;
         headers.insert(
             X_WEBHOOK_RECEIVED_AT.clone(),

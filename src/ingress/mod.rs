@@ -22,13 +22,13 @@ use http_body_util::Full;
 
 use crate::dedup::{self, Dedup, Flight};
 use crate::delivery::Queue;
-use crate::store::{DedupClaim, Ingested, NewEvent};
 use crate::error::Rejection;
 use crate::forward::upstream::{TransportError, Upstream};
 use crate::forward::{Envelope, Peer, UpstreamRequest, headers};
 use crate::load::{Route, Routes};
 use crate::observe::metrics::{EventLabels, Metrics, RouteLabels};
 use crate::payload::EventKind;
+use crate::store::{DedupClaim, Ingested, NewEvent};
 use crate::verify::{Checked, Unverified};
 use head::Head;
 use respond::{Answer, Outcome};

@@ -458,9 +458,11 @@ impl Store {
         let commit = metrics.map(|m| m.commit_seconds.clone());
         let sizes = metrics.map(|m| m.batch_size.clone());
         match config.engine {
-            crate::config::StoreEngine::Sqlite => {
-                Ok(Self::sqlite(sqlite::open(&config.path).await?, commit, sizes))
-            }
+            crate::config::StoreEngine::Sqlite => Ok(Self::sqlite(
+                sqlite::open(&config.path).await?,
+                commit,
+                sizes,
+            )),
             crate::config::StoreEngine::Postgres => Err(StoreError::Open(
                 "engine \"postgres\" is not built into this binary yet".to_owned(),
             )),
