@@ -11,7 +11,10 @@
 
 mod cli;
 mod config;
-#[cfg_attr(not(test), expect(dead_code, reason = "wired into the gate in the next commits"))]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "wired into the gate in the next commits")
+)]
 mod dedup;
 mod error;
 mod forward;
@@ -21,7 +24,10 @@ mod net;
 mod observe;
 mod payload;
 mod reload;
-#[allow(dead_code, reason = "the engines and their callers land in the next commits")]
+#[allow(
+    dead_code,
+    reason = "the engines and their callers land in the next commits"
+)]
 mod store;
 mod verify;
 

@@ -145,10 +145,7 @@ pub(crate) struct Leader {
 impl InFlight {
     /// Joins the flight of `key`: the first copy leads, the others follow.
     pub(crate) fn join(self: &Arc<Self>, key: Key) -> Flight {
-        let mut flights = self
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(rx) = flights.get(&key) {
             return Flight::Follower(rx.clone());
         }

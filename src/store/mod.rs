@@ -279,7 +279,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// Whether `key` is claimed and not expired at `now` (direct routes
     /// with a store).
-    fn seen(&self, key: &Key, now: Millis) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn seen(&self, key: &Key, now: Millis)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Claims `key` for `route` until `expires_at` (overwrites an existing
     /// claim's expiry with the later of the two).
@@ -304,7 +305,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// The earliest `next_attempt_at` (or `lease_until`, if later) among
     /// pending events of `route`, so a worker can sleep until then.
-    fn next_due(&self, route: &str) -> impl Future<Output = Result<Option<Millis>, StoreError>> + Send;
+    fn next_due(
+        &self,
+        route: &str,
+    ) -> impl Future<Output = Result<Option<Millis>, StoreError>> + Send;
 
     /// Ends the attempt `token` on `id`. `Ok(false)`: the lease was lost
     /// (expired and taken by another worker, replayed, or dropped):
@@ -318,7 +322,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Events matching `filter`, newest first, never bodies.
-    fn list(&self, filter: &Filter) -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
+    fn list(&self, filter: &Filter)
+    -> impl Future<Output = Result<Vec<Record>, StoreError>> + Send;
 
     /// One event, with its body when `body` is set.
     fn get(
@@ -354,7 +359,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// Deletes every event matching `filter` (its `limit` ignored); returns
     /// how many.
-    fn drop_matching(&self, filter: &Filter) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn drop_matching(
+        &self,
+        filter: &Filter,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Counts by route and state, every route that has events.
     fn stats(&self) -> impl Future<Output = Result<Vec<RouteStats>, StoreError>> + Send;
