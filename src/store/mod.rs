@@ -25,6 +25,8 @@
 use bytes::Bytes;
 use uuid::Uuid;
 
+pub(crate) mod postgres;
+
 /// Unix time in milliseconds.
 pub(crate) type Millis = i64;
 
