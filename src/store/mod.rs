@@ -22,10 +22,13 @@
 //! Nothing here ever logs a body, a header value or an email: errors carry
 //! the engine's message and the operation, never the data.
 
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
+#[cfg(test)]
+mod suite;
+
 use bytes::Bytes;
 use uuid::Uuid;
-
-pub(crate) mod postgres;
 
 /// Unix time in milliseconds.
 pub(crate) type Millis = i64;
@@ -177,16 +180,19 @@ impl std::fmt::Debug for Lease {
 /// How a leased attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Settle {
-    /// The app answered 2xx.
+    /// The app answered 2xx: delivered, no next attempt, `last_error`
+    /// cleared.
     Delivered,
-    /// Try again at `at` (Unix ms).
+    /// Try again at `at` (Unix ms): stays pending, due at `at`,
+    /// `last_error` = `error`.
     Retry {
         /// When.
         at: Millis,
         /// Why this attempt failed.
         error: String,
     },
-    /// Never again (unless replayed).
+    /// Never again (unless replayed): dead, no next attempt, `last_error`
+    /// = `error`.
     Dead {
         /// Why.
         error: String,
@@ -246,8 +252,9 @@ pub(crate) struct RouteStats {
     pub(crate) oldest_pending_received_at: Option<Millis>,
 }
 
-/// Why a store operation failed. Never carries event data.
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation failed. Never carries event data. `Clone`, so a
+/// failed group commit can answer every caller in its batch.
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum StoreError {
     /// The store could not be opened or migrated (path, permissions,
     /// connection, schema newer than this binary…).
@@ -272,8 +279,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// Stores a batch in **one** transaction (group commit), claiming each
     /// event's dedup key atomically with its insert. The answer has one
     /// entry per event, in order. A key claimed twice within the batch: the
-    /// first is stored, the second is a duplicate. An expired key is
-    /// claimed anew.
+    /// first is stored, the second is a duplicate. An expired key
+    /// (`expires_at <=` the event's `received_at`) is claimed anew. A stored
+    /// event is pending, attempts 0, due and updated at its `received_at`.
     fn ingest(
         &self,
         batch: Vec<NewEvent>,
@@ -314,7 +322,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// Ends the attempt `token` on `id`. `Ok(false)`: the lease was lost
     /// (expired and taken by another worker, replayed, or dropped):
-    /// nothing changed. Clears the lease either way it succeeds.
+    /// nothing changed. Clears the lease either way it succeeds, and sets
+    /// `updated_at` to `now` (a lease that ran out but was not taken again
+    /// still settles).
     fn settle(
         &self,
         id: Uuid,
@@ -334,8 +344,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
         body: bool,
     ) -> impl Future<Output = Result<Option<(Record, Option<Bytes>)>, StoreError>> + Send;
 
-    /// Back to pending, attempts 0, due at `now`, lease cleared. A delivered
-    /// event only with `force`.
+    /// Back to pending, attempts 0, due and updated at `now`, lease cleared
+    /// (`last_error` kept until the next attempt). A delivered event only
+    /// with `force`; a dead or pending one always.
     fn replay_ids(
         &self,
         ids: &[Uuid],
@@ -371,7 +382,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// Deletes delivered/dead events past their route's retention (events
     /// of routes not listed are kept) and dedup keys past their expiry.
-    /// Returns how many rows went. On Postgres one replica at a time.
+    /// Returns how many rows went. On Postgres one replica at a time. May
+    /// take several short transactions (each deletion stands on its own),
+    /// so ingest does not wait behind a long purge.
     fn purge(
         &self,
         now: Millis,
