@@ -248,6 +248,9 @@ pub(crate) const DEFAULT_SCHEMA: &str = "hookgate";
 /// `[store] max_connections`'s default (per replica).
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 8;
 
+/// Rows a purge deletes per table and transaction.
+const PURGE_CHUNK: i64 = 1000;
+
 /// Extra time this side waits beyond `statement_timeout` before it gives up
 /// on an operation (the server's own cancel normally comes first).
 const CLIENT_GRACE: Duration = Duration::from_secs(2);
@@ -869,14 +872,29 @@ impl Sql {
                         min(received_at) FILTER (WHERE state = 'pending')
                  FROM {s}.events GROUP BY route ORDER BY route"
             ),
+            // At most $5 rows per statement; the conditions are repeated
+            // outside the sub-select so a row changed meanwhile (replayed,
+            // re-claimed) is checked again on its new version.
             purge_events: format!(
                 "DELETE FROM {s}.events e
                  USING unnest($2::text[], $3::bigint[], $4::bigint[]) AS r(route, delivered, dead)
-                 WHERE e.route = r.route AND e.state <> 'pending'
+                 WHERE e.id IN (
+                     SELECT x.id FROM {s}.events x
+                     JOIN unnest($2::text[], $3::bigint[], $4::bigint[]) AS q(route, delivered, dead)
+                       ON x.route = q.route
+                     WHERE x.state <> 'pending'
+                       AND ((x.state = 'delivered' AND x.updated_at <= $1 - q.delivered)
+                         OR (x.state = 'dead' AND x.updated_at <= $1 - q.dead))
+                     LIMIT $5)
+                   AND e.route = r.route AND e.state <> 'pending'
                    AND ((e.state = 'delivered' AND e.updated_at <= $1 - r.delivered)
                      OR (e.state = 'dead' AND e.updated_at <= $1 - r.dead))"
             ),
-            purge_keys: format!("DELETE FROM {s}.dedup_keys WHERE expires_at <= $1"),
+            purge_keys: format!(
+                "DELETE FROM {s}.dedup_keys
+                 WHERE key IN (SELECT key FROM {s}.dedup_keys WHERE expires_at <= $1 LIMIT $2)
+                   AND expires_at <= $1"
+            ),
             events: format!("{s}.events"),
         }
     }
@@ -1243,25 +1261,37 @@ impl Engine for PgStore {
         let dead: Vec<Millis> = retention.iter().map(|r| r.dead).collect();
         let sql = &self.sql;
         let lock = self.purge_lock;
-        with_client!(self, "purge", |c| {
-            let tx = c.transaction().await?;
-            let mine: bool = tx
-                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&lock])
-                .await?
-                .try_get(0)?;
-            if !mine {
-                // Another replica is purging this schema right now.
-                return Ok(0);
+        let chunk = PURGE_CHUNK;
+        let (routes, delivered, dead) = (&routes, &delivered, &dead);
+        let mut total = 0;
+        loop {
+            // One short transaction per chunk, each under the purge lock: an
+            // ingest re-claiming an expired key never waits long behind it.
+            let (deleted, more) = with_client!(self, "purge", |c| {
+                let tx = c.transaction().await?;
+                let mine: bool = tx
+                    .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&lock])
+                    .await?
+                    .try_get(0)?;
+                if !mine {
+                    // Another replica is purging this schema right now.
+                    return Ok((0, false));
+                }
+                let statement = tx.prepare_cached(&sql.purge_events).await?;
+                let events = tx
+                    .execute(&statement, &[&now, &routes, &delivered, &dead, &chunk])
+                    .await?;
+                let statement = tx.prepare_cached(&sql.purge_keys).await?;
+                let keys = tx.execute(&statement, &[&now, &chunk]).await?;
+                tx.commit().await?;
+                let full = i64::try_from(events.max(keys)).unwrap_or(i64::MAX) >= chunk;
+                Ok((events + keys, full))
+            })?;
+            total += deleted;
+            if !more {
+                return Ok(total);
             }
-            let statement = tx.prepare_cached(&sql.purge_events).await?;
-            let events = tx
-                .execute(&statement, &[&now, &routes, &delivered, &dead])
-                .await?;
-            let statement = tx.prepare_cached(&sql.purge_keys).await?;
-            let keys = tx.execute(&statement, &[&now]).await?;
-            tx.commit().await?;
-            Ok(events + keys)
-        })
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1282,6 +1312,23 @@ mod tests {
     use crate::testing::pg::{self, Cluster, ClusterOptions};
 
     const NOW: Millis = 1_700_000_000_000;
+
+    /// A fresh, empty store: a new schema on the shared cluster.
+    async fn fresh_store() -> Box<PgStore> {
+        Box::new(PgStore::connect(fresh()).await.unwrap())
+    }
+
+    mod conformance {
+        crate::store::suite::engine_suite!(super::fresh_store());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_leases_race_between_two_replicas() {
+        let opts = fresh();
+        let a = PgStore::connect(opts.clone()).await.unwrap();
+        let b = PgStore::connect(opts).await.unwrap();
+        crate::store::suite::leases_race(&a, &b).await;
+    }
 
     /// The shared cluster's database for the tests that take a fresh schema.
     fn test_db() -> &'static str {
@@ -1670,19 +1717,25 @@ mod tests {
         let opts = fresh();
         let a = PgStore::connect(opts.clone()).await.unwrap();
         let b = PgStore::connect(opts).await.unwrap();
-        let batch: Vec<NewEvent> = (0..400u32).map(|i| event("r", NOW, Some(key(i)))).collect();
-        a.ingest(batch).await.unwrap();
-        let leases = a.lease("r", NOW, NOW + 1000, 400).await.unwrap();
-        for (i, l) in leases.iter().enumerate() {
-            let how = if i % 2 == 0 {
-                Settle::Delivered
-            } else {
-                Settle::Dead {
-                    error: "HTTP 400".to_owned(),
-                }
-            };
-            assert!(a.settle(l.id, l.token, NOW + 1, how).await.unwrap());
+        // More than two chunks' worth: 2500 events (half delivered, half
+        // dead) and their 2500 keys.
+        let schema = &a.sql.schema;
+        for chunk in 0..5u32 {
+            let batch: Vec<NewEvent> = (0..500u32)
+                .map(|i| event("r", NOW + i64::from(i % 2), Some(key(chunk * 500 + i))))
+                .collect();
+            a.ingest(batch).await.unwrap();
         }
+        pg::shared()
+            .psql(
+                test_db(),
+                &format!(
+                    "UPDATE {schema}.events SET next_attempt_at = NULL, updated_at = {t},
+                         state = CASE WHEN received_at % 2 = 0 THEN 'delivered' ELSE 'dead' END",
+                    t = NOW + 1
+                ),
+            )
+            .unwrap();
         let retention = [Retention {
             route: "r".to_owned(),
             delivered: 1000,
@@ -1704,8 +1757,8 @@ mod tests {
             );
             total += x.unwrap().unwrap() + y.unwrap().unwrap();
         }
-        // 400 events and their 400 keys (expired at NOW + 60_000), once.
-        assert_eq!(total, 800);
+        // 2500 events and their 2500 keys (expired at NOW + 60_000), once.
+        assert_eq!(total, 5000);
         assert!(a.stats().await.unwrap().is_empty());
     }
 
