@@ -22,13 +22,19 @@
 //! Nothing here ever logs a body, a header value or an email: errors carry
 //! the engine's message and the operation, never the data.
 
+pub(crate) mod batch;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 #[cfg(test)]
 mod suite;
 
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 use uuid::Uuid;
+
+use self::batch::Batcher;
+use self::postgres::PgStore;
+use self::sqlite::SqliteStore;
 
 /// Unix time in milliseconds.
 pub(crate) type Millis = i64;
@@ -393,4 +399,121 @@ pub(crate) trait Engine: Send + Sync + 'static {
 
     /// A cheap round trip, for `hookgate_store_up`.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The store the rest of hookgate holds: the engine the config names, with
+/// group commit ([`Batcher`]) in front of its ingest. Cheap to clone: every
+/// variant holds its engine behind an `Arc`, so clones share it.
+#[derive(Debug, Clone)]
+pub(crate) enum Store {
+    /// The embedded engine.
+    Sqlite(Batcher<SqliteStore>),
+    /// The shared engine: several replicas on one PostgreSQL schema.
+    Postgres(Batcher<PgStore>),
+}
+
+/// Evaluates `$call` with `$b` bound to the [`Batcher`] of whichever engine
+/// `$store` holds. A new engine adds its arm here and in
+/// [`Store::engine_name`].
+macro_rules! dispatch {
+    ($store:expr, $b:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($b) => $call,
+            Store::Postgres($b) => $call,
+        }
+    };
+}
+
+/// Inherent async methods with [`Engine`]'s signatures, each calling the
+/// engine's method of the same name.
+macro_rules! forward {
+    ($($(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub(crate) async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                dispatch!(self, b => b.engine().$name($($arg),*).await)
+            }
+        )*
+    };
+}
+
+impl Store {
+    /// The embedded engine behind group commit, observing each commit's
+    /// duration (`hookgate_store_commit_seconds`) and size
+    /// (`hookgate_store_batch_size`) when given the histograms.
+    pub(crate) fn sqlite(
+        engine: SqliteStore,
+        commit_seconds: Option<Histogram>,
+        batch_size: Option<Histogram>,
+    ) -> Self {
+        Self::Sqlite(Batcher::new(
+            engine,
+            batch::DEFAULT_MAX_BATCH,
+            commit_seconds,
+            batch_size,
+        ))
+    }
+
+    /// The PostgreSQL engine behind group commit, with the same histograms
+    /// as [`Store::sqlite`].
+    pub(crate) fn postgres(
+        engine: PgStore,
+        commit_seconds: Option<Histogram>,
+        batch_size: Option<Histogram>,
+    ) -> Self {
+        Self::Postgres(Batcher::new(
+            engine,
+            batch::DEFAULT_MAX_BATCH,
+            commit_seconds,
+            batch_size,
+        ))
+    }
+
+    /// The engine's name as the config spells it (`store.engine`).
+    pub(crate) fn engine_name(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Stores one event in the next group commit; answers once that commit
+    /// is durable (see [`Batcher::ingest`]).
+    pub(crate) async fn ingest_one(&self, event: NewEvent) -> Result<Ingested, StoreError> {
+        dispatch!(self, b => b.ingest(event).await)
+    }
+
+    forward! {
+        /// [`Engine::ingest`]: a batch in one transaction of its own (no
+        /// group commit).
+        fn ingest(&self, batch: Vec<NewEvent>) -> Vec<Ingested>;
+        /// [`Engine::seen`].
+        fn seen(&self, key: &Key, now: Millis) -> bool;
+        /// [`Engine::remember`].
+        fn remember(&self, key: &Key, route: &str, expires_at: Millis) -> ();
+        /// [`Engine::lease`].
+        fn lease(&self, route: &str, now: Millis, lease_until: Millis, limit: u32) -> Vec<Lease>;
+        /// [`Engine::next_due`].
+        fn next_due(&self, route: &str) -> Option<Millis>;
+        /// [`Engine::settle`].
+        fn settle(&self, id: Uuid, token: i64, now: Millis, how: Settle) -> bool;
+        /// [`Engine::list`].
+        fn list(&self, filter: &Filter) -> Vec<Record>;
+        /// [`Engine::get`].
+        fn get(&self, id: Uuid, body: bool) -> Option<(Record, Option<Bytes>)>;
+        /// [`Engine::replay_ids`].
+        fn replay_ids(&self, ids: &[Uuid], force: bool, now: Millis) -> Vec<Replayed>;
+        /// [`Engine::replay_matching`].
+        fn replay_matching(&self, filter: &Filter, force: bool, now: Millis) -> u64;
+        /// [`Engine::drop_ids`].
+        fn drop_ids(&self, ids: &[Uuid]) -> Vec<Option<Record>>;
+        /// [`Engine::drop_matching`].
+        fn drop_matching(&self, filter: &Filter) -> u64;
+        /// [`Engine::stats`].
+        fn stats(&self) -> Vec<RouteStats>;
+        /// [`Engine::purge`].
+        fn purge(&self, now: Millis, retention: &[Retention]) -> u64;
+        /// [`Engine::ping`].
+        fn ping(&self) -> ();
+    }
 }

@@ -1308,8 +1308,10 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::store::DedupClaim;
+    use crate::store::batch::tests::observed;
+    use crate::store::{DedupClaim, Store};
     use crate::testing::pg::{self, Cluster, ClusterOptions};
+    use prometheus_client::metrics::histogram::Histogram;
 
     const NOW: Millis = 1_700_000_000_000;
 
@@ -1320,6 +1322,35 @@ mod tests {
 
     mod conformance {
         crate::store::suite::engine_suite!(super::fresh_store());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_ingests_share_commits() {
+        let sizes = Histogram::new([1.0, 16.0, 256.0]);
+        let seconds = Histogram::new([0.001, 0.01, 0.1]);
+        let engine = PgStore::connect(fresh()).await.unwrap();
+        let store = Store::postgres(engine, Some(seconds.clone()), Some(sizes.clone()));
+        assert_eq!(store.engine_name(), "postgres");
+        let callers: Vec<_> = (0..200)
+            .map(|i| {
+                let store = store.clone();
+                let ev = event("r", NOW + i, Some(key(i as u32 % 150)));
+                tokio::spawn(async move { store.ingest_one(ev).await })
+            })
+            .collect();
+        let mut stored = 0;
+        for caller in callers {
+            if caller.await.unwrap().unwrap() == Ingested::Stored {
+                stored += 1;
+            }
+        }
+        assert_eq!(stored, 150, "50 repeated keys are duplicates");
+        let (commits, events) = observed(&sizes);
+        assert_eq!(events, 200.0);
+        assert!(commits < 200, "{commits} commits for 200 events");
+        assert_eq!(observed(&seconds).0, commits);
+        assert_eq!(store.stats().await.unwrap()[0].pending, 150);
+        store.ping().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

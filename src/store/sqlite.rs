@@ -873,7 +873,10 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
+    use crate::store::Store;
+    use crate::store::batch::tests::observed;
     use crate::store::suite::{self, T0};
+    use prometheus_client::metrics::histogram::Histogram;
 
     /// A fresh store in its own temp dir (kept as long as the store).
     struct Fresh {
@@ -1003,6 +1006,63 @@ mod tests {
             panic!("want Open, got {err:?}");
         };
         assert!(message.contains(&junk.display().to_string()), "{message}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_ingests_share_commits() {
+        let fresh = fresh().await;
+        let sizes = Histogram::new([1.0, 16.0, 256.0]);
+        let seconds = Histogram::new([0.001, 0.01, 0.1]);
+        let engine = open(fresh.path()).await.unwrap();
+        let store = Store::sqlite(engine, Some(seconds.clone()), Some(sizes.clone()));
+        let callers: Vec<_> = (0..200)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.ingest_one(suite::event("r", T0 + i, b"{}")).await },
+                )
+            })
+            .collect();
+        for caller in callers {
+            assert_eq!(caller.await.unwrap().unwrap(), Ingested::Stored);
+        }
+        let (commits, events) = observed(&sizes);
+        assert_eq!(events, 200.0);
+        assert!(commits < 200, "{commits} commits for 200 events");
+        assert_eq!(observed(&seconds).0, commits);
+        let all = store.list(&Filter::default()).await.unwrap();
+        assert_eq!(all.len(), 200);
+        assert_eq!(fresh.list(&Filter::default()).await.unwrap().len(), 200);
+    }
+
+    #[tokio::test]
+    async fn store_dispatches_to_sqlite() {
+        let fresh = fresh().await;
+        let store = Store::sqlite(open(fresh.path()).await.unwrap(), None, None);
+        assert_eq!(store.engine_name(), "sqlite");
+        store.ping().await.unwrap();
+        let ev = suite::keyed_event("r", T0, b"{}", T0 + 100);
+        let key = ev.dedup.unwrap().key;
+        let id = ev.id;
+        assert_eq!(
+            store.ingest_one(ev.clone()).await.unwrap(),
+            Ingested::Stored
+        );
+        assert_eq!(store.ingest_one(ev).await.unwrap(), Ingested::Duplicate);
+        assert!(store.seen(&key, T0).await.unwrap());
+        let lease = store.lease("r", T0, T0 + 10, 5).await.unwrap();
+        assert_eq!(lease.len(), 1);
+        assert!(
+            store
+                .settle(id, lease[0].token, T0 + 1, Settle::Delivered)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.stats().await.unwrap()[0].delivered, 1);
+        assert_eq!(
+            store.clone().get(id, false).await.unwrap().unwrap().0.state,
+            State::Delivered
+        );
     }
 
     #[tokio::test]

@@ -108,6 +108,17 @@ fn keyed(route: &str, at: Millis, body: &[u8], k: u8, expires_at: Millis) -> New
     }
 }
 
+/// [`event`] claiming a key derived from its body until `expires_at`.
+pub(crate) fn keyed_event(route: &str, at: Millis, body: &[u8], expires_at: Millis) -> NewEvent {
+    NewEvent {
+        dedup: Some(DedupClaim {
+            key: crate::dedup::key(route, body),
+            expires_at,
+        }),
+        ..event(route, at, body)
+    }
+}
+
 /// Stores one event and returns its id.
 async fn put<E: Engine>(e: &E, ev: NewEvent) -> Uuid {
     let id = ev.id;
