@@ -1463,8 +1463,8 @@ mod tests {
 
     #[test]
     fn url_file_is_read_and_trimmed() {
-        let dir = std::env::temp_dir().join(pg::unique_name("url"));
-        std::fs::create_dir(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let file = dir.join("url");
         std::fs::write(&file, "postgresql://u:s3cret-pw@h/d \n\n").unwrap();
         let url = SecretUrl::from_file(&file).unwrap();
@@ -1476,7 +1476,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing") && e.contains("No such file"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
@@ -2052,7 +2051,8 @@ mod tests {
         let cluster = pg::shared_tls();
         let db = cluster.create_database().unwrap();
         let ca = cluster.ca_file().unwrap().to_owned();
-        let wrong_ca = std::env::temp_dir().join(pg::unique_name("wrong-ca"));
+        let tmp = tempfile::tempdir().unwrap();
+        let wrong_ca = tmp.path().join("wrong-ca.pem");
         std::fs::write(&wrong_ca, pg::unrelated_ca_pem().unwrap()).unwrap();
         let with = |tls: PgTls, ca_file: Option<&Path>, host: &str| {
             let mut o = options(cluster, &db, &pg::unique_name("t"));
@@ -2106,7 +2106,6 @@ mod tests {
         let err = PgStore::connect(plain).await.unwrap_err();
         println!("require, plain server: {err}");
         assert!(err.to_string().contains("TLS"), "{err}");
-        std::fs::remove_file(&wrong_ca).unwrap();
     }
 
     /// Group commit: 1000 events in batches of 1, then of 64, against a
