@@ -1549,12 +1549,32 @@ mod tests {
             .unwrap();
         let mut opts = options(cluster, &db, "hookgate");
         opts.url = SecretUrl::new(cluster.url_for(&role, &password, &db));
+        // A role default that would weaken durability is overridden.
+        cluster
+            .psql(
+                &db,
+                &format!("ALTER ROLE {role} SET synchronous_commit = off"),
+            )
+            .unwrap();
         let store = PgStore::connect(opts.clone()).await.unwrap();
         let out = store
             .ingest(vec![event("r", NOW, Some(key(1)))])
             .await
             .unwrap();
         assert_eq!(out, [Ingested::Stored]);
+        let client = store.pool.get().await.unwrap();
+        for (name, want) in [
+            ("synchronous_commit", "on"),
+            ("statement_timeout", "5s"),
+            ("application_name", "hookgate"),
+        ] {
+            let row = client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, String>(0), want, "{name}");
+        }
+        drop(client);
         drop(store);
         PgStore::connect(opts.clone()).await.unwrap();
         // The wrong password is refused, and not shown.
