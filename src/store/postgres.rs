@@ -1967,6 +1967,15 @@ mod tests {
         let err = PgStore::connect(bad).await.unwrap_err().to_string();
         assert!(err.contains("port") && !err.contains(&password), "{err}");
         assert!(err.contains("postgres:***@"), "{err}");
+        // libpq's sslmode values tokio-postgres lacks: a pointer to [store].
+        let mut bad = fresh();
+        bad.url = SecretUrl::new(format!("{}?sslmode=verify-full", bad.url.expose()));
+        let err = PgStore::connect(bad).await.unwrap_err().to_string();
+        assert!(
+            err.contains("sslmode") && err.contains("[store] tls"),
+            "{err}"
+        );
+        assert!(!err.contains(&password), "{err}");
     }
 
     /// The server's log, shown when an outage test fails.
