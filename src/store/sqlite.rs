@@ -213,8 +213,9 @@ fn backend(op: &'static str, e: &rusqlite::Error) -> StoreError {
     }
 }
 
-/// The writer's connection: creates the file, switches it to WAL, sets
-/// `synchronous = FULL` and migrates the schema.
+/// The writer's connection: creates the file (owner-only: it holds
+/// personal data), switches it to WAL, sets `synchronous = FULL` and
+/// migrates the schema.
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let failed = |e: rusqlite::Error| StoreError::Open(format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
@@ -226,6 +227,7 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
             dir.display()
         )));
     }
+    create_private(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -247,6 +249,27 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .map_err(failed)?;
     migrate(&mut conn, path)?;
     Ok(conn)
+}
+
+/// Creates an empty database file readable and writable by its owner only
+/// (0600), unless it exists. SQLite treats an empty file as an empty
+/// database, and gives the `-wal` and `-shm` files it creates the same
+/// mode as the database file.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Open(format!(
+            "{}: cannot create the database file: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// The reader's connection: the file exists and is migrated by now; this
@@ -910,6 +933,90 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let store = fresh().await;
+        store
+            .ingest(vec![suite::event("r", T0, b"{}")])
+            .await
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", store.path().display());
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+
+    #[tokio::test]
+    async fn two_processes_opening_a_new_file_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let (one, two) = tokio::join!(open(&path), open(&path));
+        let (one, two) = (one.unwrap(), two.unwrap());
+        let ev = suite::event("r", T0, b"{}");
+        let id = ev.id;
+        one.ingest(vec![ev]).await.unwrap();
+        assert!(two.get(id, false).await.unwrap().is_some());
+    }
+
+    /// Run by `waits_for_another_process_write` as a child process: holds
+    /// the write lock of the file named by `HOOKGATE_TEST_HOLD_LOCK` for
+    /// 300 ms. A no-op when run as a test of its own.
+    #[test]
+    fn child_holds_the_write_lock() {
+        use std::io::Write;
+        let Some(path) = std::env::var_os("HOOKGATE_TEST_HOLD_LOCK") else {
+            return;
+        };
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        // libtest prints "test NAME ... " first, on the same line.
+        println!("write lock held");
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        conn.execute_batch("COMMIT").unwrap();
+    }
+
+    /// Another process (the CLI replaying, say) holds the write lock: a
+    /// write here waits for it (`busy_timeout`) instead of failing with
+    /// "database is locked".
+    #[tokio::test]
+    async fn waits_for_another_process_write() {
+        use std::io::BufRead;
+        let store = fresh().await;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::sqlite::tests::child_holds_the_write_lock",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("HOOKGATE_TEST_HOLD_LOCK", store.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let locked = lines
+            .by_ref()
+            .any(|line| line.unwrap().ends_with("write lock held"));
+        assert!(locked, "the child took the lock");
+
+        let started = std::time::Instant::now();
+        let ev = suite::event("r", T0, b"{}");
+        assert_eq!(
+            store.ingest(vec![ev]).await.unwrap(),
+            vec![Ingested::Stored]
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "the write waited for the child's lock"
+        );
+        lines.for_each(drop);
+        assert!(child.wait().unwrap().success());
+    }
+
+    #[tokio::test]
     async fn reopen_keeps_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.db");
@@ -1006,6 +1113,7 @@ mod tests {
             panic!("want Open, got {err:?}");
         };
         assert!(message.contains(&junk.display().to_string()), "{message}");
+        assert!(message.contains("not a database"), "{message}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
