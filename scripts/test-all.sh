@@ -4,7 +4,8 @@
 #   2. unit and integration tests (real TLS sockets on 127.0.0.1:0)
 #   3. the release binary against the black-box conformance suite (../shared)
 #   4. the deploy/ manifests and the image's runtime contract (deploy/check.sh)
-# Needs: cargo (with rustfmt and clippy), python3, openssl; deploy/check.sh
+# Needs: cargo (with rustfmt and clippy), python3, openssl, PostgreSQL server
+# binaries (package postgresql: the store tests start their own); deploy/check.sh
 # installs its own Python packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -23,6 +23,7 @@
 //! the engine's message and the operation, never the data.
 
 pub(crate) mod batch;
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 #[cfg(test)]
 mod suite;
@@ -32,6 +33,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use uuid::Uuid;
 
 use self::batch::Batcher;
+use self::postgres::PgStore;
 use self::sqlite::SqliteStore;
 
 /// Unix time in milliseconds.
@@ -406,6 +408,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
 pub(crate) enum Store {
     /// The embedded engine.
     Sqlite(Batcher<SqliteStore>),
+    /// The shared engine: several replicas on one PostgreSQL schema.
+    Postgres(Batcher<PgStore>),
 }
 
 /// Evaluates `$call` with `$b` bound to the [`Batcher`] of whichever engine
@@ -415,6 +419,7 @@ macro_rules! dispatch {
     ($store:expr, $b:ident => $call:expr) => {
         match $store {
             Store::Sqlite($b) => $call,
+            Store::Postgres($b) => $call,
         }
     };
 }
@@ -463,16 +468,54 @@ impl Store {
                 commit,
                 sizes,
             )),
-            crate::config::StoreEngine::Postgres => Err(StoreError::Open(
-                "engine \"postgres\" is not built into this binary yet".to_owned(),
-            )),
+            crate::config::StoreEngine::Postgres => {
+                let url = match (&config.url, &config.url_file) {
+                    (Some(url), _) => postgres::SecretUrl::new(url.clone()),
+                    (None, Some(file)) => postgres::SecretUrl::from_file(file)?,
+                    (None, None) => {
+                        return Err(StoreError::Open(
+                            "store.url_file (or HOOKGATE_STORE__URL) is required".to_owned(),
+                        ));
+                    }
+                };
+                let mut opts = postgres::PgOptions::new(url);
+                opts.tls = match config.tls {
+                    crate::config::PgTlsMode::Disable => postgres::PgTls::Disable,
+                    crate::config::PgTlsMode::Require => postgres::PgTls::Require,
+                    crate::config::PgTlsMode::VerifyFull => postgres::PgTls::VerifyFull,
+                };
+                opts.ca_file.clone_from(&config.ca_file);
+                opts.schema.clone_from(&config.schema);
+                opts.max_connections = config.max_connections;
+                Ok(Self::postgres(
+                    postgres::PgStore::connect(opts).await?,
+                    commit,
+                    sizes,
+                ))
+            }
         }
+    }
+
+    /// The PostgreSQL engine behind group commit, with the same histograms
+    /// as [`Store::sqlite`].
+    pub(crate) fn postgres(
+        engine: PgStore,
+        commit_seconds: Option<Histogram>,
+        batch_size: Option<Histogram>,
+    ) -> Self {
+        Self::Postgres(Batcher::new(
+            engine,
+            batch::DEFAULT_MAX_BATCH,
+            commit_seconds,
+            batch_size,
+        ))
     }
 
     /// The engine's name as the config spells it (`store.engine`).
     pub(crate) fn engine_name(&self) -> &'static str {
         match self {
             Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
         }
     }
 

@@ -1,6 +1,9 @@
 //! What the fuzz targets, benchmarks and integration tests need from the
 //! inside, behind the `testing` cargo feature (never in a release build):
-//! the checks of one request without sockets, and the pieces they time.
+//! the checks of one request without sockets, and the pieces they time;
+//! [`pg`], a throwaway PostgreSQL cluster for the store's tests.
+
+pub mod pg;
 
 use std::net::SocketAddr;
 
