@@ -49,6 +49,7 @@ use crate::config::ServerConfig;
 use crate::forward::upstream::{BadUpstreamUrl, Upstream};
 use crate::ingress::Gate;
 use crate::net::admin::{self, AdminState};
+use crate::net::console::TokenFile;
 use crate::net::server::{self, Shared};
 use crate::net::tls;
 
@@ -98,6 +99,8 @@ pub struct Hookgate {
     acceptor: Option<TlsAcceptor>,
     server: ServerConfig,
     reload_interval: Duration,
+    /// `admin.token_file`'s token, for the console's actions.
+    admin_token: Option<Arc<TokenFile>>,
     /// SIGHUP, when the CLI asked for it: reload at once.
     sighup: Option<tokio::signal::unix::Signal>,
 }
@@ -122,11 +125,10 @@ impl Hookgate {
             )?))),
             None => None,
         };
-        let reloader = Arc::new(Reloader::new(
-            loaded.routes.clone(),
-            &loaded.tls,
-            metrics.clone(),
-        ));
+        let reloader = Arc::new(
+            Reloader::new(loaded.routes.clone(), &loaded.tls, metrics.clone())
+                .with_admin_token(loaded.admin_token.clone()),
+        );
         let gate = Arc::new(Gate {
             routes: loaded.routes,
             upstream,
@@ -143,6 +145,7 @@ impl Hookgate {
             acceptor,
             server: loaded.config.server,
             reload_interval: loaded.config.reload.interval,
+            admin_token: loaded.admin_token,
             sighup: None,
         })
     }

@@ -1,5 +1,5 @@
-//! Hot reload of the TLS certificate and of every secret file, without a
-//! restart: on SIGHUP and every `[reload] interval`.
+//! Hot reload of the TLS certificate, of every secret file and of the admin
+//! token file, without a restart: on SIGHUP and every `[reload] interval`.
 //!
 //! Files are re-read and compared by content (a SHA-256 digest), so it works
 //! with a Kubernetes Secret volume, where the kubelet swaps the `..data`
@@ -15,6 +15,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::load::{Routes, SecretSet, TlsState};
+use crate::net::console::TokenFile;
 use crate::net::tls::{self, CertStore};
 use crate::observe::metrics::Metrics;
 
@@ -24,6 +25,7 @@ pub struct Reloader {
     routes: Arc<Routes>,
     store: Option<Arc<CertStore>>,
     tls_files: Option<(PathBuf, PathBuf)>,
+    admin_token: Option<Arc<TokenFile>>,
     metrics: Arc<Metrics>,
     memory: Mutex<Memory>,
 }
@@ -34,6 +36,8 @@ struct Memory {
     tls_seen: Option<[u8; 32]>,
     /// Per route: the last secret error reported, to log it once.
     secret_errors: Vec<Option<String>>,
+    /// The last admin token error reported, to log it once.
+    token_error: Option<String>,
 }
 
 /// What one reload pass did.
@@ -43,6 +47,8 @@ pub struct Summary {
     pub tls_reloaded: bool,
     /// Routes whose secrets were replaced.
     pub secrets_reloaded: Vec<String>,
+    /// A new admin token was put in service.
+    pub admin_token_reloaded: bool,
     /// Replacements refused, one line each.
     pub errors: Vec<String>,
 }
@@ -59,12 +65,20 @@ impl Reloader {
             routes,
             store: tls.store.clone(),
             tls_files: tls.files.clone(),
+            admin_token: None,
             metrics,
             memory: Mutex::new(Memory {
                 tls_seen,
                 secret_errors,
+                ..Memory::default()
             }),
         }
+    }
+
+    /// Also re-reads `admin.token_file`.
+    pub(crate) fn with_admin_token(mut self, token: Option<Arc<TokenFile>>) -> Self {
+        self.admin_token = token;
+        self
     }
 
     /// Checks every file once; swaps in what changed and is valid.
@@ -75,7 +89,33 @@ impl Reloader {
         };
         self.reload_tls(&mut memory, &mut summary);
         self.reload_secrets(&mut memory, &mut summary);
+        self.reload_admin_token(&mut memory, &mut summary);
         summary
+    }
+
+    fn reload_admin_token(&self, memory: &mut Memory, summary: &mut Summary) {
+        let Some(token) = &self.admin_token else {
+            return;
+        };
+        match token.reload() {
+            Ok(changed) => {
+                memory.token_error = None;
+                if changed {
+                    self.metrics.record_reload("admin_token", true);
+                    summary.admin_token_reloaded = true;
+                    tracing::info!(file = %token.path().display(), "admin token reloaded");
+                }
+            }
+            Err(reason) => {
+                if memory.token_error.as_deref() != Some(reason.as_str()) {
+                    self.metrics.record_reload("admin_token", false);
+                    tracing::error!(error = %reason,
+                        "new admin token refused; the previous token stays in service");
+                    memory.token_error = Some(reason.clone());
+                }
+                summary.errors.push(reason);
+            }
+        }
     }
 
     fn reload_tls(&self, memory: &mut Memory, summary: &mut Summary) {

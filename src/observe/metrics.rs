@@ -59,7 +59,7 @@ pub struct RouteLabels {
 /// Labels of `hookgate_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
-    /// `tls` or `secrets`.
+    /// `tls`, `secrets` or `admin_token`.
     pub kind: &'static str,
     /// `ok` or `error`.
     pub result: &'static str,
