@@ -11,7 +11,10 @@
 
 mod cli;
 mod config;
-#[cfg_attr(not(test), expect(dead_code, reason = "wired into the gate in the next commits"))]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "wired into the gate in the next commits")
+)]
 mod dedup;
 mod error;
 mod forward;
@@ -21,7 +24,10 @@ mod net;
 mod observe;
 mod payload;
 mod reload;
-#[allow(dead_code, reason = "the engines and their callers land in the next commits")]
+#[allow(
+    dead_code,
+    reason = "the engines and their callers land in the next commits"
+)]
 mod store;
 mod verify;
 
@@ -38,7 +44,7 @@ pub use reload::{Reloader, Summary as ReloadSummary};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -49,7 +55,7 @@ use crate::config::ServerConfig;
 use crate::forward::upstream::{BadUpstreamUrl, Upstream};
 use crate::ingress::Gate;
 use crate::net::admin::{self, AdminState};
-use crate::net::console::TokenFile;
+use crate::net::console::{self, TokenFile};
 use crate::net::server::{self, Shared};
 use crate::net::tls;
 
@@ -178,6 +184,15 @@ impl Hookgate {
             AdminState {
                 ready: self.ready.clone(),
                 metrics: self.gate.metrics.clone(),
+                routes: self.gate.routes.clone(),
+                reloader: self.reloader.clone(),
+                reload_interval: self.reload_interval,
+                token: self.admin_token.clone(),
+                // The store's seam: `Some(store)` once `[store]` is served
+                // (see `net::console::Store`).
+                store: None,
+                started_at: console::now_millis(),
+                started: Instant::now(),
             },
             stopped.clone().cancelled_owned(),
         ));

@@ -232,10 +232,7 @@ fn parse_traffic(text: &str) -> BTreeMap<String, RouteTraffic> {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let Some((name, labels)) = series
-            .strip_suffix('}')
-            .and_then(|s| s.split_once('{'))
-        else {
+        let Some((name, labels)) = series.strip_suffix('}').and_then(|s| s.split_once('{')) else {
             continue;
         };
         let labels = parse_labels(labels);
@@ -395,7 +392,10 @@ mod tests {
         assert_eq!(c.latency.len(), BUCKETS.len() + 1);
         assert_eq!(c.latency.last(), Some(&(f64::INFINITY, 4)));
         assert_eq!(c.upstream_latency.last(), Some(&(f64::INFINITY, 1)));
-        assert_eq!(t["new"].outcomes["invalid_signature"], 1, "shadow series count too");
+        assert_eq!(
+            t["new"].outcomes["invalid_signature"], 1,
+            "shadow series count too"
+        );
         assert!(t["new"].upstream_latency.is_empty());
         assert_eq!(t["-"].outcomes["not_found"], 1);
     }
@@ -418,6 +418,12 @@ mod tests {
     #[test]
     fn label_values_are_unescaped() {
         let l = parse_labels(r#"route="a\"b\\c",outcome="x\ny""#);
-        assert_eq!(l, [("route", "a\"b\\c".to_owned()), ("outcome", "x\ny".to_owned())]);
+        assert_eq!(
+            l,
+            [
+                ("route", "a\"b\\c".to_owned()),
+                ("outcome", "x\ny".to_owned())
+            ]
+        );
     }
 }

@@ -292,10 +292,19 @@ mod tests {
             vec![("host", "localhost.evil.example")],
             vec![("host", "user@localhost:9901")],
             vec![("host", "localhost"), ("host", "localhost")],
-            vec![("host", "localhost:9901"), ("origin", "http://evil.example")],
+            vec![
+                ("host", "localhost:9901"),
+                ("origin", "http://evil.example"),
+            ],
             vec![("host", "localhost:9901"), ("origin", "null")],
-            vec![("host", "localhost:9901"), ("origin", "https://localhost:9901")],
-            vec![("host", "localhost:9901"), ("origin", "http://localhost:9902")],
+            vec![
+                ("host", "localhost:9901"),
+                ("origin", "https://localhost:9901"),
+            ],
+            vec![
+                ("host", "localhost:9901"),
+                ("origin", "http://localhost:9902"),
+            ],
         ] {
             assert_eq!(ok(&bad), Err(Refusal::ForeignOrigin), "{bad:?}");
         }
@@ -352,6 +361,9 @@ mod tests {
     fn debug_does_not_show_the_token() {
         let (_file, t) = token("hunter2-token");
         let shown = format!("{t:?}");
-        assert!(shown.contains("[redacted]") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("[redacted]") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }
