@@ -95,6 +95,15 @@ async fn console_page_has_a_strict_csp_and_loads_nothing_from_elsewhere() {
             "{path}"
         );
     }
+    // The icon (so the browser does not ask for /favicon.ico): an image that
+    // loads nothing either.
+    assert!(html.contains("/favicon.svg"));
+    let icon = sidecar.admin_send("GET", "/favicon.svg", &[]).await;
+    assert_eq!(icon.status, 200);
+    assert_eq!(header(&icon, "content-type"), "image/svg+xml");
+    assert_eq!(header(&icon, "content-security-policy"), csp);
+    let svg = String::from_utf8(icon.body.to_vec()).unwrap();
+    assert!(!svg.contains("href") && !svg.contains("<script"), "{svg}");
     let js = sidecar.admin_send("GET", "/console.js", &[]).await;
     let js = String::from_utf8(js.body.to_vec()).unwrap();
     assert!(!js.contains("innerHTML") && js.contains("textContent"));
@@ -371,6 +380,7 @@ async fn other_methods_are_405_with_allow() {
         "/api/status",
         "/api/events",
         "/console.js",
+        "/favicon.svg",
         "/healthz",
         "/metrics",
     ] {

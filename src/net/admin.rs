@@ -4,7 +4,7 @@
 //! - `GET /readyz`: 200 once config, secrets and certificate are loaded and
 //!   the server is not draining; 503 during shutdown (readiness).
 //! - `GET /metrics`: Prometheus/OpenMetrics text.
-//! - `GET /` (with `/console.js` and `/console.css`): the admin console, a
+//! - `GET /` (with `/console.js`, `/console.css`, `/favicon.svg`): the admin console, a
 //!   page served from the binary under a strict Content-Security-Policy.
 //! - `GET /api/status`, `GET /api/events`: the console's data as JSON
 //!   (see [`console`]).
@@ -75,6 +75,7 @@ enum Endpoint<'a> {
     Page,
     Script,
     Style,
+    Icon,
     Status,
     Events,
     Act { id: &'a str, action: Action },
@@ -89,6 +90,7 @@ impl<'a> Endpoint<'a> {
             "/" => Self::Page,
             "/console.js" => Self::Script,
             "/console.css" => Self::Style,
+            "/favicon.svg" => Self::Icon,
             "/api/status" => Self::Status,
             "/api/events" => Self::Events,
             _ => {
@@ -256,6 +258,7 @@ pub(crate) async fn respond<B>(
         Endpoint::Page => asset(assets::PAGE, "text/html; charset=utf-8"),
         Endpoint::Script => asset(assets::SCRIPT, "text/javascript; charset=utf-8"),
         Endpoint::Style => asset(assets::STYLE, "text/css; charset=utf-8"),
+        Endpoint::Icon => asset(assets::ICON, "image/svg+xml"),
         Endpoint::Status => json(StatusCode::OK, &status(state).await),
         Endpoint::Events => events(state, parts.uri.query()).await,
         Endpoint::Act { id, action } => {

@@ -33,6 +33,9 @@ pub(crate) mod assets {
     pub(crate) const SCRIPT: &str = include_str!("assets/console.js");
     /// `GET /console.css`.
     pub(crate) const STYLE: &str = include_str!("assets/console.css");
+    /// `GET /favicon.svg` (a browser would otherwise ask for `/favicon.ico`
+    /// and log the 404).
+    pub(crate) const ICON: &str = include_str!("assets/favicon.svg");
     /// Only this origin's script, style and `fetch`; no inline code, no
     /// frame, no form target, no `<base>`: nothing outside the binary runs.
     pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
