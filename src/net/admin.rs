@@ -96,7 +96,7 @@ impl<'a> Endpoint<'a> {
             _ => {
                 let rest = path.strip_prefix("/api/events/")?;
                 let (id, action) = rest.split_once('/')?;
-                if id.is_empty() || id.contains('/') {
+                if id.is_empty() {
                     return None;
                 }
                 Self::Act {
@@ -265,7 +265,7 @@ pub(crate) async fn respond<B>(
             if let Err(refusal) =
                 console::authorize(peer.ip(), &parts.headers, state.token.as_deref())
             {
-                tracing::warn!(peer = %peer, action = ?action, reason = refusal.message(),
+                tracing::warn!(peer = %peer, action = ?action, id, reason = refusal.message(),
                     "admin action refused");
                 return error(StatusCode::FORBIDDEN, "forbidden", refusal.message());
             }

@@ -300,7 +300,7 @@ def main():
                 note = fn()
                 if note and note.startswith("skipped"):
                     skipped += 1
-                    print(f"SKIP {name}: {note}")
+                    print(f"SKIP {name}: {note.removeprefix('skipped: ')}")
                 else:
                     passed += 1
                     print(f"ok   {name}")
