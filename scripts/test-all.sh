@@ -3,9 +3,11 @@
 #   1. formatting and lints
 #   2. unit and integration tests (real TLS sockets on 127.0.0.1:0)
 #   3. the release binary against the black-box conformance suite (../shared)
-#   4. the deploy/ manifests and the image's runtime contract (deploy/check.sh)
+#   4. the admin console in headless Chromium (tests/browser/console.py)
+#   5. the deploy/ manifests and the image's runtime contract (deploy/check.sh)
 # Needs: cargo (with rustfmt and clippy), python3, openssl, PostgreSQL server
-# binaries (package postgresql: the store tests start their own); deploy/check.sh
+# binaries (package postgresql: the store tests start their own), chromium and
+# chromium-driver with Python's selenium (.ci/run installs them); deploy/check.sh
 # installs its own Python packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,9 @@ else
     echo "../shared/conformance/run.py not found: the conformance suite needs the shared folder beside the repo" >&2
     exit 1
 fi
+
+step "admin console in a browser (headless Chromium, Selenium)"
+python3 tests/browser/console.py target/release/hookgate
 
 if [ -f deploy/check.sh ]; then
     step "deploy manifests and runtime contract"

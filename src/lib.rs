@@ -41,7 +41,7 @@ pub use reload::{Reloader, Summary as ReloadSummary};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -54,6 +54,7 @@ use crate::delivery::Queue;
 use crate::forward::upstream::{BadUpstreamUrl, Upstream};
 use crate::ingress::Gate;
 use crate::net::admin::{self, AdminState};
+use crate::net::console::{self, TokenFile};
 use crate::net::server::{self, Shared};
 use crate::net::tls;
 
@@ -103,6 +104,8 @@ pub struct Hookgate {
     acceptor: Option<TlsAcceptor>,
     server: ServerConfig,
     reload_interval: Duration,
+    /// `admin.token_file`'s token, for the console's actions.
+    admin_token: Option<Arc<TokenFile>>,
     /// SIGHUP, when the CLI asked for it: reload at once.
     sighup: Option<tokio::signal::unix::Signal>,
 }
@@ -137,11 +140,10 @@ impl Hookgate {
             )?))),
             None => None,
         };
-        let reloader = Arc::new(Reloader::new(
-            loaded.routes.clone(),
-            &loaded.tls,
-            metrics.clone(),
-        ));
+        let reloader = Arc::new(
+            Reloader::new(loaded.routes.clone(), &loaded.tls, metrics.clone())
+                .with_admin_token(loaded.admin_token.clone()),
+        );
         let gate = Arc::new(Gate {
             routes: loaded.routes,
             upstream,
@@ -161,6 +163,7 @@ impl Hookgate {
             acceptor,
             server: loaded.config.server,
             reload_interval: loaded.config.reload.interval,
+            admin_token: loaded.admin_token,
             sighup: None,
         })
     }
@@ -193,6 +196,13 @@ impl Hookgate {
             AdminState {
                 ready: self.ready.clone(),
                 metrics: self.gate.metrics.clone(),
+                routes: self.gate.routes.clone(),
+                reloader: self.reloader.clone(),
+                reload_interval: self.reload_interval,
+                token: self.admin_token.clone(),
+                store: self.gate.queue.clone(),
+                started_at: console::now_millis(),
+                started: Instant::now(),
             },
             stopped.clone().cancelled_owned(),
         ));

@@ -1,5 +1,5 @@
 //! What a validated config turns into at start-up: routes with their keyed
-//! secrets, and the certificate store. Every file is read here, and every
+//! secrets, the certificate store, and the admin console's token. Every file is read here, and every
 //! problem (a missing secret file, a bad certificate) is collected into the
 //! same [`ConfigErrors`] as the config's own, keyed by the config key that
 //! named the file — so `hookgate check` and `serve` fail the same way.
@@ -15,6 +15,7 @@ use http::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, ConfigErrors, Problem, RouteConfig};
+use crate::net::console::TokenFile;
 use crate::net::tls::{self, CertStore};
 use crate::payload::EventKind;
 use crate::verify::secret::Secret;
@@ -182,6 +183,8 @@ pub struct Loaded {
     pub routes: Arc<Routes>,
     /// TLS material.
     pub tls: TlsState,
+    /// `admin.token_file`'s token, when set.
+    pub admin_token: Option<Arc<TokenFile>>,
 }
 
 /// Loads the config file, validates it, reads every secret and the
@@ -216,11 +219,22 @@ pub fn load(config: Config) -> Result<Loaded, ConfigErrors> {
             None
         }
     };
+    let admin_token = match &config.admin.token_file {
+        Some(path) => match TokenFile::load(path) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(reason) => {
+                problems.push(Problem::new("admin.token_file", reason));
+                None
+            }
+        },
+        None => None,
+    };
     match tls {
         Some(tls) if problems.is_empty() => Ok(Loaded {
             config,
             routes: Arc::new(Routes(routes)),
             tls,
+            admin_token,
         }),
         _ => Err(ConfigErrors(problems)),
     }

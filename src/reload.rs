@@ -1,5 +1,5 @@
-//! Hot reload of the TLS certificate and of every secret file, without a
-//! restart: on SIGHUP and every `[reload] interval`.
+//! Hot reload of the TLS certificate, of every secret file and of the admin
+//! token file, without a restart: on SIGHUP and every `[reload] interval`.
 //!
 //! Files are re-read and compared by content (a SHA-256 digest), so it works
 //! with a Kubernetes Secret volume, where the kubelet swaps the `..data`
@@ -7,7 +7,11 @@
 //! be read, is empty, does not parse, or (for TLS) whose key does not match
 //! its certificate is refused: the old material stays in service, an error
 //! is logged once per distinct failure, and `result="error"` is counted.
+//!
+//! The passes that changed something or met a new failure are kept (the
+//! last [`HISTORY`]) for the admin console.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +19,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::load::{Routes, SecretSet, TlsState};
+use crate::net::console::TokenFile;
 use crate::net::tls::{self, CertStore};
 use crate::observe::metrics::Metrics;
 
@@ -24,9 +29,13 @@ pub struct Reloader {
     routes: Arc<Routes>,
     store: Option<Arc<CertStore>>,
     tls_files: Option<(PathBuf, PathBuf)>,
+    admin_token: Option<Arc<TokenFile>>,
     metrics: Arc<Metrics>,
     memory: Mutex<Memory>,
 }
+
+/// How many reloads the console can list.
+pub(crate) const HISTORY: usize = 16;
 
 #[derive(Debug, Default)]
 struct Memory {
@@ -34,15 +43,46 @@ struct Memory {
     tls_seen: Option<[u8; 32]>,
     /// Per route: the last secret error reported, to log it once.
     secret_errors: Vec<Option<String>>,
+    /// The last admin token error reported, to log it once.
+    token_error: Option<String>,
+    /// This pass counted a failure it had not reported before.
+    new_failure: bool,
+    /// When the files were last checked (Unix ms).
+    checked_at: Option<i64>,
+    /// The latest reloads, newest first.
+    history: VecDeque<ReloadEvent>,
+}
+
+/// One reload pass that put something new in service or met a new failure.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct ReloadEvent {
+    /// When (Unix ms).
+    pub(crate) at: i64,
+    /// `ok`, or `error` when a replacement was refused.
+    pub(crate) result: &'static str,
+    /// What the pass did.
+    #[serde(flatten)]
+    pub(crate) summary: Summary,
+}
+
+/// The reload history, for the admin console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct History {
+    /// When the files were last checked (Unix ms), if ever.
+    pub(crate) checked_at: Option<i64>,
+    /// The latest reloads, newest first.
+    pub(crate) events: Vec<ReloadEvent>,
 }
 
 /// What one reload pass did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     /// A new certificate was put in service.
     pub tls_reloaded: bool,
     /// Routes whose secrets were replaced.
     pub secrets_reloaded: Vec<String>,
+    /// A new admin token was put in service.
+    pub admin_token_reloaded: bool,
     /// Replacements refused, one line each.
     pub errors: Vec<String>,
 }
@@ -59,11 +99,33 @@ impl Reloader {
             routes,
             store: tls.store.clone(),
             tls_files: tls.files.clone(),
+            admin_token: None,
             metrics,
             memory: Mutex::new(Memory {
                 tls_seen,
                 secret_errors,
+                ..Memory::default()
             }),
+        }
+    }
+
+    /// Also re-reads `admin.token_file`.
+    pub(crate) fn with_admin_token(mut self, token: Option<Arc<TokenFile>>) -> Self {
+        self.admin_token = token;
+        self
+    }
+
+    /// When the files were last checked and the latest reloads.
+    pub(crate) fn history(&self) -> History {
+        match self.memory.lock() {
+            Ok(m) => History {
+                checked_at: m.checked_at,
+                events: m.history.iter().cloned().collect(),
+            },
+            Err(_) => History {
+                checked_at: None,
+                events: Vec::new(),
+            },
         }
     }
 
@@ -73,9 +135,56 @@ impl Reloader {
         let Ok(mut memory) = self.memory.lock() else {
             return summary; // a panic elsewhere poisoned it; nothing sane to do
         };
+        memory.new_failure = false;
         self.reload_tls(&mut memory, &mut summary);
         self.reload_secrets(&mut memory, &mut summary);
+        self.reload_admin_token(&mut memory, &mut summary);
+        let now = unix_millis();
+        memory.checked_at = Some(now);
+        let changed = summary.tls_reloaded
+            || !summary.secrets_reloaded.is_empty()
+            || summary.admin_token_reloaded;
+        if changed || memory.new_failure {
+            if memory.history.len() == HISTORY {
+                memory.history.pop_back();
+            }
+            memory.history.push_front(ReloadEvent {
+                at: now,
+                result: if summary.errors.is_empty() {
+                    "ok"
+                } else {
+                    "error"
+                },
+                summary: summary.clone(),
+            });
+        }
         summary
+    }
+
+    fn reload_admin_token(&self, memory: &mut Memory, summary: &mut Summary) {
+        let Some(token) = &self.admin_token else {
+            return;
+        };
+        match token.reload() {
+            Ok(changed) => {
+                memory.token_error = None;
+                if changed {
+                    self.metrics.record_reload("admin_token", true);
+                    summary.admin_token_reloaded = true;
+                    tracing::info!(file = %token.path().display(), "admin token reloaded");
+                }
+            }
+            Err(reason) => {
+                if memory.token_error.as_deref() != Some(reason.as_str()) {
+                    self.metrics.record_reload("admin_token", false);
+                    memory.new_failure = true;
+                    tracing::error!(error = %reason,
+                        "new admin token refused; the previous token stays in service");
+                    memory.token_error = Some(reason.clone());
+                }
+                summary.errors.push(reason);
+            }
+        }
     }
 
     fn reload_tls(&self, memory: &mut Memory, summary: &mut Summary) {
@@ -99,6 +208,7 @@ impl Reloader {
                 // Report each distinct failure once (unreadable = no digest).
                 if digest != memory.tls_seen {
                     memory.tls_seen = digest;
+                    memory.new_failure = true;
                     self.metrics.record_reload("tls", false);
                     tracing::error!(error = %e, "new TLS material refused; the previous certificate stays in service");
                 }
@@ -121,6 +231,7 @@ impl Reloader {
                     }
                 }
             }
+            let new_failure = &mut memory.new_failure;
             let last_error = memory.secret_errors.get_mut(i);
             match failure {
                 Some(reason) => {
@@ -128,6 +239,7 @@ impl Reloader {
                         && last.as_deref() != Some(reason.as_str())
                     {
                         self.metrics.record_reload("secrets", false);
+                        *new_failure = true;
                         tracing::error!(route = %route.name, error = %reason,
                                 "new secret refused; the previous secrets stay in service");
                         *last = Some(reason.clone());
@@ -176,6 +288,10 @@ pub(crate) async fn watch(
         let r = reloader.clone();
         let _ = tokio::task::spawn_blocking(move || r.reload()).await;
     }
+}
+
+fn unix_millis() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn file_digest(paths: &[&PathBuf]) -> Option<[u8; 32]> {

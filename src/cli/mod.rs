@@ -239,6 +239,13 @@ fn check(path: Option<&Path>) -> ExitCode {
             );
         }
     }
+    if let Some(token) = &loaded.admin_token {
+        let _ = writeln!(
+            out,
+            "# admin: console actions need the bearer token [redacted] from {}",
+            token.path().display()
+        );
+    }
     for route in loaded.routes.iter() {
         let secrets = route.secrets();
         let origins: Vec<&str> = secrets.secrets.iter().map(Secret::origin).collect();

@@ -253,14 +253,20 @@ impl Default for TlsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AdminConfig {
-    /// Plain HTTP, pod-local: /healthz /readyz /metrics.
+    /// Plain HTTP, pod-local: /healthz /readyz /metrics and the console.
     pub listen: SocketAddr,
+    /// A file whose content (trailing whitespace trimmed) is the bearer
+    /// token the console's actions (replay, drop) must carry as
+    /// `Authorization: Bearer <token>`. Unset: loopback and the action
+    /// header suffice. Re-read on reload like the secret files.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token_file: None,
         }
     }
 }

@@ -4,6 +4,14 @@
 //! `route` is a configured route name or `-`; `outcome` is `forwarded`,
 //! `upstream_error_status`, `ping`, or one of the spec's error codes: both
 //! come from closed sets, so a client cannot grow the label space.
+//!
+//! The admin console reads the request counters and latency histograms back
+//! with [`Metrics::traffic`]. prometheus-client offers no way to read a
+//! family's series or a histogram's buckets, so it parses this registry's
+//! own exposition: the console then shows exactly what a scrape would see,
+//! and the request path pays nothing for it.
+
+use std::collections::BTreeMap;
 
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -51,7 +59,7 @@ pub struct RouteLabels {
 /// Labels of `hookgate_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
-    /// `tls` or `secrets`.
+    /// `tls`, `secrets` or `admin_token`.
     pub kind: &'static str,
     /// `ok` or `error`.
     pub result: &'static str,
@@ -327,6 +335,136 @@ impl Metrics {
     }
 }
 
+/// Request counts and latency buckets of one route, read back from the
+/// exposition (see [`Metrics::traffic`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RouteTraffic {
+    /// `hookgate_requests_total` by outcome (shadow and enforcing series added up).
+    pub(crate) outcomes: BTreeMap<String, u64>,
+    /// `hookgate_request_duration_seconds` buckets: (upper bound, cumulative count),
+    /// ascending, `+Inf` last.
+    pub(crate) latency: Vec<(f64, u64)>,
+    /// `hookgate_upstream_duration_seconds` buckets, likewise.
+    pub(crate) upstream_latency: Vec<(f64, u64)>,
+}
+
+impl Metrics {
+    /// Per route (by name, `-` for requests that matched none): counts by
+    /// outcome and latency buckets, as the exposition shows them.
+    pub(crate) fn traffic(&self) -> BTreeMap<String, RouteTraffic> {
+        parse_traffic(&self.encode())
+    }
+}
+
+fn parse_traffic(text: &str) -> BTreeMap<String, RouteTraffic> {
+    let mut routes: BTreeMap<String, RouteTraffic> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((name, labels)) = series.strip_suffix('}').and_then(|s| s.split_once('{')) else {
+            continue;
+        };
+        let labels = parse_labels(labels);
+        let label = |key: &str| {
+            labels
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let Some(route) = label("route") else {
+            continue;
+        };
+        // Counters and bucket counts are integers; a float form is tolerated.
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let count = value as u64;
+        let bucket = || label("le").and_then(|le| le.parse::<f64>().ok());
+        match name {
+            "hookgate_requests_total" => {
+                if let Some(outcome) = label("outcome") {
+                    *routes
+                        .entry(route.to_owned())
+                        .or_default()
+                        .outcomes
+                        .entry(outcome.to_owned())
+                        .or_default() += count;
+                }
+            }
+            "hookgate_request_duration_seconds_bucket" => {
+                if let Some(le) = bucket() {
+                    let r = routes.entry(route.to_owned()).or_default();
+                    r.latency.push((le, count));
+                }
+            }
+            "hookgate_upstream_duration_seconds_bucket" => {
+                if let Some(le) = bucket() {
+                    let r = routes.entry(route.to_owned()).or_default();
+                    r.upstream_latency.push((le, count));
+                }
+            }
+            _ => {}
+        }
+    }
+    for r in routes.values_mut() {
+        r.latency.sort_by(|a, b| a.0.total_cmp(&b.0));
+        r.upstream_latency.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    routes
+}
+
+/// `k="v",k2="v2"` (values with `\\`, `\"` and `\n` escapes).
+fn parse_labels(text: &str) -> Vec<(&str, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => {}
+                },
+                c => value.push(c),
+            }
+        }
+        out.push((key.trim_start_matches(',').trim(), value));
+        rest = &after[end..];
+    }
+    out
+}
+
+/// The `q`-quantile (0..=1) of a histogram from its cumulative buckets, as
+/// Prometheus' `histogram_quantile` estimates it: linear inside the bucket
+/// the rank falls in; the highest finite bound when it falls in `+Inf`.
+/// None when nothing was observed.
+pub(crate) fn quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let i = buckets.iter().position(|&(_, c)| c as f64 >= rank)?;
+    let (upper, count) = buckets[i];
+    let (lower, below) = if i == 0 { (0.0, 0) } else { buckets[i - 1] };
+    if upper.is_infinite() {
+        return Some(lower);
+    }
+    let inside = count.saturating_sub(below);
+    if inside == 0 {
+        return Some(upper);
+    }
+    Some(lower + (upper - lower) * (rank - below as f64) / inside as f64)
+}
+
 /// The `Content-Type` of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -360,5 +498,62 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn traffic_reads_back_counts_and_buckets_per_route() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.record_request("coolpopup", "forwarded", false, 0.002);
+        }
+        m.record_request("coolpopup", "invalid_signature", false, 0.0003);
+        m.record_request("new", "invalid_signature", true, 0.7);
+        m.record_request("-", "not_found", false, 0.0001);
+        m.upstream_duration
+            .get_or_create(&RouteLabels {
+                route: "coolpopup".into(),
+            })
+            .observe(0.0015);
+        let t = m.traffic();
+        assert_eq!(t.keys().collect::<Vec<_>>(), ["-", "coolpopup", "new"]);
+        let c = &t["coolpopup"];
+        assert_eq!(c.outcomes["forwarded"], 3);
+        assert_eq!(c.outcomes["invalid_signature"], 1);
+        assert_eq!(c.latency.len(), BUCKETS.len() + 1);
+        assert_eq!(c.latency.last(), Some(&(f64::INFINITY, 4)));
+        assert_eq!(c.upstream_latency.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(
+            t["new"].outcomes["invalid_signature"], 1,
+            "shadow series count too"
+        );
+        assert!(t["new"].upstream_latency.is_empty());
+        assert_eq!(t["-"].outcomes["not_found"], 1);
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_the_bucket_like_prometheus() {
+        // 10 in (0, 1], 80 in (1, 2], 10 in (2, 5], none above.
+        let b = [(1.0, 10), (2.0, 90), (5.0, 100), (f64::INFINITY, 100)];
+        assert_eq!(quantile(&b, 0.5), Some(1.5));
+        assert_eq!(quantile(&b, 0.05), Some(0.5));
+        let p99 = quantile(&b, 0.99).unwrap();
+        assert!((p99 - 4.7).abs() < 1e-9, "{p99}");
+        // Observations past the last bound: the highest finite bound.
+        let over = [(1.0, 0), (2.0, 0), (f64::INFINITY, 4)];
+        assert_eq!(quantile(&over, 0.5), Some(2.0));
+        assert_eq!(quantile(&[(1.0, 0), (f64::INFINITY, 0)], 0.5), None);
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn label_values_are_unescaped() {
+        let l = parse_labels(r#"route="a\"b\\c",outcome="x\ny""#);
+        assert_eq!(
+            l,
+            [
+                ("route", "a\"b\\c".to_owned()),
+                ("outcome", "x\ny".to_owned())
+            ]
+        );
     }
 }

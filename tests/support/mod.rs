@@ -340,6 +340,8 @@ pub struct Options {
     pub reload_interval: &'static str,
     /// Extra lines under [server.tls].
     pub tls_extra: String,
+    /// Extra lines under [admin].
+    pub admin_extra: String,
 }
 
 impl Options {
@@ -354,6 +356,7 @@ impl Options {
             upstream_extra: String::new(),
             reload_interval: "0s",
             tls_extra: String::new(),
+            admin_extra: String::new(),
         }
     }
 }
@@ -363,7 +366,7 @@ pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String
     let mut t = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{}{}\n\
          [server.tls]\ncert_file = {:?}\nkey_file = {:?}\n{}\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n{}\n\
          [upstream]\nurl = {:?}\ntimeout = {:?}\nconnect_timeout = \"500ms\"\n{}\n\
          [reload]\ninterval = {:?}\n",
         // 2 s unless the test sets its own.
@@ -376,6 +379,7 @@ pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String
         tls.cert.display().to_string(),
         tls.key.display().to_string(),
         opts.tls_extra,
+        opts.admin_extra,
         opts.upstream_url,
         opts.upstream_timeout,
         opts.upstream_extra,
@@ -575,6 +579,25 @@ impl Sidecar {
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// One request on the admin listener with exactly these headers
+    /// (`host` is not added: pass it when the request needs one).
+    pub async fn admin_send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let tcp = TcpStream::connect(self.admin).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = s
+            .send_request(b.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        into_reply(resp).await
     }
 
     /// The value of one sample line in /metrics, e.g.
