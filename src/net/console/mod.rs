@@ -558,7 +558,7 @@ mod tests {
             QueueView::new(&stats, 5_000).oldest_pending_age_seconds,
             Some(0)
         );
-        let down = QueueView::unavailable(StoreError::Closed.to_string());
+        let down = QueueView::unavailable(crate::store::StoreError::Closed.to_string());
         assert!(!down.up && down.error.is_some());
     }
 
