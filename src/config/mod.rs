@@ -904,10 +904,11 @@ fn validate_store(s: &StoreConfig, p: &mut Vec<Problem>) {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 || s.schema.as_bytes()[0].is_ascii_digit()
+                || s.schema.starts_with("pg_")
             {
                 p.push(Problem::new(
                     "store.schema",
-                    "must be 1 to 63 of a-z, 0-9 and '_', not starting with a digit",
+                    "must be 1 to 63 of a-z, 0-9 and '_', not starting with a digit or pg_",
                 ));
             }
             if s.max_connections == 0 {
