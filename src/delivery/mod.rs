@@ -426,8 +426,16 @@ async fn gauges(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
     }
 }
 
+/// The key of the store's write probe (one row, rewritten every second).
+const PROBE_KEY: [u8; 32] = *b"hookgate store write probe 00000";
+
 async fn refresh(store: &Store, m: &StoreMetrics) {
-    match store.stats().await {
+    // A store that reads but cannot write (a full disk, a read-only
+    // replica) is down for ingest: probe with a one-row write that expires
+    // at once (purged with the other expired keys).
+    let now = now_ms();
+    let probe = store.remember(&PROBE_KEY, "-", now).await;
+    match store.stats().await.and_then(|stats| probe.map(|()| stats)) {
         Ok(stats) => {
             m.up.set(1);
             let now = now_ms();
