@@ -191,6 +191,11 @@ impl Hookgate {
     /// in-flight requests get `shutdown_grace` to finish.
     pub async fn run(mut self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let stopped = CancellationToken::new();
+        let admin_addr = listeners
+            .admin
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let admin = tokio::spawn(admin::serve(
             listeners.admin,
             AdminState {
@@ -254,6 +259,7 @@ impl Hookgate {
         self.ready.store(true, Ordering::Release);
         tracing::info!(
             listen = %listeners.public.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            admin = %admin_addr,
             "hookgate ready"
         );
         server::serve_public(

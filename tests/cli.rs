@@ -466,13 +466,21 @@ fn sign_with_an_empty_or_missing_secret_fails() {
 // === serve + send ===
 
 /// Two distinct free loopback ports (bound together, then released).
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
+/// An address field (`listen=`, `admin=`) of the "hookgate ready" log line.
+#[expect(
+    clippy::unwrap_used,
+    reason = "a test helper: a malformed line fails the test"
+)]
+fn ready_field(line: &str, name: &str) -> SocketAddr {
+    let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+    let value: String = line[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .filter(|c| *c != '"')
+        .collect();
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("{name} in {line:?}: {e}"))
 }
 
 /// `hookgate serve` as a child process; killed on drop if still running.
@@ -496,14 +504,9 @@ impl Served {
         server_extra: &str,
         route_extra: &str,
     ) -> Self {
-        let (port, admin_port) = free_ports();
-        let mut text = m.config(
-            &format!("127.0.0.1:{port}"),
-            &format!("127.0.0.1:{admin_port}"),
-            upstream,
-            "",
-            route_extra,
-        );
+        // Both listeners on port 0: the ready line says where they are (no
+        // free-port race with other tests).
+        let mut text = m.config("127.0.0.1:0", "127.0.0.1:0", upstream, "", route_extra);
         text = text.replacen("[server]\n", &format!("[server]\n{server_extra}\n"), 1);
         let config = m.file("serve.toml", text.as_bytes());
         let log = m.dir().join("serve.log");
@@ -518,13 +521,17 @@ impl Served {
             .expect("cannot start hookgate serve");
         let mut served = Self {
             child: Some(child),
-            port,
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            port: 0,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if served.readyz().await == Some(200) {
+            let text = served.log();
+            if let Some(line) = text.lines().find(|l| l.contains("hookgate ready")) {
+                served.port = ready_field(line, "listen").port();
+                served.admin = ready_field(line, "admin");
+                assert_eq!(served.readyz().await, Some(200), "{text}");
                 return served;
             }
             if let Some(status) = served.child.as_mut().unwrap().try_wait().unwrap() {
@@ -836,10 +843,9 @@ fn serve_with_a_bad_config_exits_78_before_binding() {
 fn serve_on_a_port_in_use_exits_1_naming_the_listener() {
     let m = Material::new();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (_, admin) = free_ports();
     let text = m.config(
         &taken.local_addr().unwrap().to_string(),
-        &format!("127.0.0.1:{admin}"),
+        "127.0.0.1:0",
         "http://127.0.0.1:18080",
         "",
         "",
