@@ -63,18 +63,19 @@ impl fmt::Display for Peer {
     }
 }
 
-/// A verified event, ready for the app.
+/// A verified event, ready for the app. Private fields: only
+/// [`Envelope::new`] makes one, from a [`Verified`] request.
 pub(crate) struct Envelope {
     /// The route it came in on.
-    pub(crate) route: Arc<Route>,
+    route: Arc<Route>,
     /// What the event is.
-    pub(crate) event: EventInfo,
+    event: EventInfo,
     /// The exact bytes the provider sent.
-    pub(crate) body: Bytes,
+    body: Bytes,
     /// The normalized headers for the app.
-    pub(crate) headers: HeaderMap,
+    headers: HeaderMap,
     /// The upstream path and the original query.
-    pub(crate) target: Uri,
+    target: Uri,
 }
 
 impl fmt::Debug for Envelope {
@@ -97,12 +98,7 @@ impl Envelope {
         peer: &Peer,
         request_id: &HeaderValue,
     ) -> Result<Self, TransportError> {
-        let Verified {
-            mut parts,
-            body,
-            route,
-            event,
-        } = verified;
+        let (mut parts, body, route, event) = verified.into_parts();
         let verdict = Ok((event.name.clone(), event.campaign_id.clone()));
         let target = normalize(
             &mut parts, &body, &route, upstream, peer, request_id, verdict,
@@ -119,6 +115,16 @@ impl Envelope {
     /// The request for the app.
     pub(crate) fn into_request(self) -> UpstreamRequest {
         UpstreamRequest::post(self.target, self.headers, self.body)
+    }
+
+    /// The exact bytes the provider sent.
+    pub(crate) fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// What the event is.
+    pub(crate) fn event(&self) -> &EventInfo {
+        &self.event
     }
 
     /// The event's name as stored and listed: one of the four, the name of
@@ -231,12 +237,7 @@ impl Shadowed {
         peer: &Peer,
         request_id: &HeaderValue,
     ) -> Result<UpstreamRequest, TransportError> {
-        let Shadowed {
-            mut parts,
-            body,
-            route,
-            code,
-        } = self;
+        let (mut parts, body, route, code) = self.into_parts();
         let target = normalize(
             &mut parts,
             &body,

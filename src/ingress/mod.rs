@@ -119,9 +119,9 @@ where
         Err(rejection) => Outcome::new(Some(route), Err(rejection)),
         Ok(Checked::Acknowledged) => Outcome::new(Some(route), Ok(Answer::Acknowledged)),
         Ok(Checked::Verified(verified)) => {
-            let event = verified.event.kind;
+            let event = verified.event().kind;
             let window = route.dedup_window(event);
-            let key = window.map(|_| dedup::key(&route.name, &verified.body));
+            let key = window.map(|_| dedup::key(&route.name, verified.body()));
             let envelope = Envelope::new(verified, &gate.upstream, peer, request_id);
             let outcome = match (key, window) {
                 _ if route.queue.is_some() => {
@@ -135,7 +135,7 @@ where
             outcome.with_event(event)
         }
         Ok(Checked::Shadowed(shadowed)) => {
-            let code = shadowed.code;
+            let code = shadowed.code();
             let request = shadowed.into_request(&gate.upstream, peer, request_id);
             forward(gate, &route, request).await.shadowed(code)
         }
@@ -296,7 +296,7 @@ async fn enqueue(
         event: envelope.event_name(),
         received_at: now,
         headers: envelope.stored_head(),
-        body: envelope.body.clone(),
+        body: envelope.body().clone(),
         dedup: claim.map(|(key, window)| DedupClaim {
             key,
             expires_at: now.saturating_add(window.as_millis() as i64),
@@ -334,7 +334,7 @@ async fn enqueue(
 /// The `event` label of a request's metrics: one of the four, or `-`.
 fn event_label(envelope: Option<&Envelope>) -> &'static str {
     envelope
-        .and_then(|e| e.event.kind)
+        .and_then(|e| e.event().kind)
         .map_or("-", EventKind::as_str)
 }
 

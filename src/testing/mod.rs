@@ -72,7 +72,7 @@ pub fn check(
         Err(rejection) => Verdict::Rejected(rejection),
         Ok(Checked::Acknowledged) => Verdict::Acknowledged,
         Ok(Checked::Verified(verified)) => {
-            let event = verified.event.kind;
+            let event = verified.event().kind;
             match Envelope::new(verified, upstream, &peer, request_id) {
                 Ok(envelope) => Verdict::Forwarded {
                     verified: true,

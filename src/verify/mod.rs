@@ -56,20 +56,54 @@ pub(crate) struct EventInfo {
 /// A request whose signature matched one of its route's secrets, whose body
 /// fits the schema, and whose event the route accepts. Only
 /// [`Unverified::check`] makes one.
+///
+/// Its fields are private: only [`Unverified::check`] makes one, and
+/// [`Verified::into_parts`] is the one way out (used by `Envelope::new`).
 pub(crate) struct Verified {
-    pub(crate) parts: Parts,
-    pub(crate) body: Bytes,
-    pub(crate) route: Arc<Route>,
-    pub(crate) event: EventInfo,
+    parts: Parts,
+    body: Bytes,
+    route: Arc<Route>,
+    event: EventInfo,
+}
+
+impl Verified {
+    /// The exact bytes the provider sent.
+    pub(crate) fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// What the event is.
+    pub(crate) fn event(&self) -> &EventInfo {
+        &self.event
+    }
+
+    /// The request head, body, route and event, for the envelope.
+    pub(crate) fn into_parts(self) -> (Parts, Bytes, Arc<Route>, EventInfo) {
+        (self.parts, self.body, self.route, self.event)
+    }
 }
 
 /// Shadow mode: a request that failed `code`, forwarded anyway, marked
 /// `X-Webhook-Verified: false`. It can never become an `Envelope`.
+///
+/// Private fields: only [`Unverified::check`] makes one.
 pub(crate) struct Shadowed {
-    pub(crate) parts: Parts,
-    pub(crate) body: Bytes,
-    pub(crate) route: Arc<Route>,
-    pub(crate) code: &'static str,
+    parts: Parts,
+    body: Bytes,
+    route: Arc<Route>,
+    code: &'static str,
+}
+
+impl Shadowed {
+    /// The error code the request failed with.
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The request head, body, route and error code, for the marked request.
+    pub(crate) fn into_parts(self) -> (Parts, Bytes, Arc<Route>, &'static str) {
+        (self.parts, self.body, self.route, self.code)
+    }
 }
 
 /// The result of the checks for a request that is not simply refused.
