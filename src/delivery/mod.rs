@@ -339,7 +339,7 @@ async fn attempt(w: &Worker, q: &QueueSettings, lease: Lease) {
             number: attempt,
             received_at,
         };
-        match UpstreamRequest::from_stored(&headers, body, numbered) {
+        match UpstreamRequest::from_stored(&headers, body, numbered, &w.route, &w.upstream) {
             Err(e) => Settle::Dead {
                 error: e.to_string(),
             },

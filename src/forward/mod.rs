@@ -186,16 +186,25 @@ impl UpstreamRequest {
     /// The request for one attempt at a stored event. Only an
     /// [`Envelope`]'s stored head is ever in the store, so this too carries
     /// only verified events.
+    /// The target is rebuilt from the delivering sidecar's route and
+    /// upstream (its `upstream_path`, the stored query) and `Host` is its
+    /// own app's: with a shared store, another replica may have taken the
+    /// event in.
     pub(crate) fn from_stored(
         head: &[u8],
         body: Bytes,
         attempt: Attempt,
+        route: &Route,
+        upstream: &Upstream,
     ) -> Result<Self, BadStoredHead> {
         let mut lines = head
             .split(|&b| b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         let target = lines.next().ok_or(BadStoredHead)?;
-        let target = Uri::try_from(target).map_err(|_| BadStoredHead)?;
+        let stored = Uri::try_from(target).map_err(|_| BadStoredHead)?;
+        let target = upstream
+            .uri_for(&route.upstream_path, stored.query())
+            .map_err(|_| BadStoredHead)?;
         let mut headers = HeaderMap::new();
         for line in lines.filter(|l| !l.is_empty()) {
             let at = line
@@ -206,6 +215,7 @@ impl UpstreamRequest {
             let value = HeaderValue::from_bytes(&line[at + 2..]).map_err(|_| BadStoredHead)?;
             headers.append(name, value);
         }
+        headers.insert(header::HOST, upstream.host().clone());
         headers.insert(
             X_WEBHOOK_ID.clone(),
             HeaderValue::from_str(&attempt.id.to_string()).map_err(|_| BadStoredHead)?,
