@@ -33,7 +33,10 @@ fn queued(app: String, db: &Path, upstream_path: &str) -> Options {
     opts
 }
 
-#[expect(clippy::unwrap_used, reason = "a test helper: a wrong answer should panic")]
+#[expect(
+    clippy::unwrap_used,
+    reason = "a test helper: a wrong answer should panic"
+)]
 fn queued_id(reply: &Reply) -> String {
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let doc = reply.json();
