@@ -273,6 +273,32 @@ impl Upstream {
         }
     }
 
+    /// Waits (bounded by `secs`) until `done` holds for everything recorded
+    /// so far, woken by each arrival. `Ok` with the records (not forgotten),
+    /// or `Err` with what had arrived when the time ran out, for the
+    /// caller's own message.
+    pub async fn wait_until(
+        &self,
+        secs: u64,
+        done: impl Fn(&[Recorded]) -> bool,
+    ) -> Result<Vec<Recorded>, Vec<Recorded>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = self.seen.lock().unwrap().clone();
+            if done(&got) {
+                return Ok(got);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(got);
+            }
+            let mut arrivals = self.arrivals.lock().await;
+            let _ = tokio::time::timeout(left, arrivals.recv()).await;
+            // One look for a burst of arrivals, not one each.
+            while arrivals.try_recv().is_ok() {}
+        }
+    }
+
     /// Waits (bounded) until the upstream has received a request.
     pub async fn arrival(&self) {
         tokio::time::timeout(Duration::from_secs(10), self.arrivals.lock().await.recv())
