@@ -423,12 +423,10 @@ async fn a_full_disk_answers_503_loses_nothing_answered_and_recovers() {
 /// SPEC: queued routes answer 503 while the store is down, and
 /// `hookgate_store_up` says so within a second or two; the README's
 /// `HookgateStoreDown` alert (`hookgate_store_up == 0` for 1 min) names a
-/// full volume. Today the gauge is set to 0 by a failed ingest and back to
-/// 1 by the next refresh (a read, which a full disk does not stop), so it
-/// reads 1 most of the time while every queued request is refused, and
-/// the alert never fires.
+/// full volume. The gauge's refresh probes with a write, so a store that
+/// still reads but cannot write stays 0 (it used to return to 1 within a
+/// second: the refresh was a read only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: hookgate_store_up returns to 1 within a second while the disk stays full"]
 async fn store_up_stays_0_while_the_disk_is_full() {
     let Some(run) = fill_the_disk().await else {
         eprintln!("skipped: HOOKGATE_SKIP_MOUNT_TESTS=1 (this test mounts a tmpfs)");

@@ -96,6 +96,9 @@ url = "http://127.0.0.1:$UP_PORT"
 name = "coolpopup"
 path = "/webhooks/coolpopup"
 secret_files = ["$WORK/secret"]
+# The load repeats one body: without this every copy after the first would
+# be answered "duplicate" (dedup of popup.converted) instead of forwarded.
+dedup_events = []
 EOF
 
 mkdir -p "$WORK/nginx-tmp"

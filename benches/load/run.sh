@@ -197,6 +197,9 @@ level = "info"
 name = "coolpopup"
 path = "/webhooks/coolpopup"
 secret_files = ["$WORK/secret"]
+# The load repeats one body: without this every copy after the first would
+# be answered "duplicate" (dedup of popup.converted) instead of forwarded.
+dedup_events = []
 EOF
 nice -n "$NICE" taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
 HG_PID=$!

@@ -28,7 +28,7 @@ use crate::forward::upstream::Upstream;
 use crate::forward::{Attempt, UpstreamRequest};
 use crate::load::{QueueSettings, Route};
 use crate::observe::metrics::{AttemptLabels, Metrics, QueueLabels, RouteLabels, StoreMetrics};
-use crate::store::{Lease, Retention, Settle, State, Store};
+use crate::store::{Lease, Millis, Retention, Settle, State, Store};
 use policy::{Attempted, millis};
 
 /// How long past `upstream.timeout` a lease lasts.
@@ -50,6 +50,8 @@ pub(crate) struct Queue {
     deliveries: std::sync::OnceLock<Deliveries>,
     /// `store.timeout`: an ingest that takes longer answers 503.
     pub(crate) timeout: Duration,
+    /// How the latest ingests went.
+    pub(crate) health: Arc<IngestHealth>,
     config: crate::config::StoreConfig,
 }
 
@@ -60,6 +62,7 @@ impl Queue {
             store: std::sync::OnceLock::new(),
             deliveries: std::sync::OnceLock::new(),
             timeout: config.timeout,
+            health: Arc::default(),
             config,
         }
     }
@@ -96,8 +99,13 @@ impl Queue {
                 if let Some(m) = &metrics.store {
                     m.up.set(1);
                 }
-                let deliveries =
-                    Deliveries::start(store.clone(), routes, upstream.clone(), metrics.clone());
+                let deliveries = Deliveries::start(
+                    store.clone(),
+                    routes,
+                    upstream.clone(),
+                    metrics.clone(),
+                    self.health.clone(),
+                );
                 let _ = self.store.set(store);
                 let _ = self.deliveries.set(deliveries);
                 Ok(())
@@ -158,6 +166,36 @@ impl Queue {
     }
 }
 
+/// How the latest ingests went, for `hookgate_store_up`: a store that
+/// answers small writes can still refuse events (a full disk refuses a
+/// 60 KiB body and takes the probe's one row).
+#[derive(Debug, Default)]
+pub(crate) struct IngestHealth {
+    /// Unix ms of the latest failed ingest (0: none).
+    failed_at: std::sync::atomic::AtomicI64,
+    /// Unix ms of the latest successful ingest.
+    ok_at: std::sync::atomic::AtomicI64,
+}
+
+/// How long a failed ingest keeps `hookgate_store_up` at 0 when no ingest
+/// succeeds after it (with no traffic, nothing tells otherwise).
+const FAILED_INGEST_HOLD: Millis = 60_000;
+
+impl IngestHealth {
+    /// Records an ingest's result.
+    pub(crate) fn record(&self, ok: bool) {
+        let at = if ok { &self.ok_at } else { &self.failed_at };
+        at.store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the latest ingests say the store takes events.
+    fn taking(&self, now: Millis) -> bool {
+        let failed = self.failed_at.load(std::sync::atomic::Ordering::Relaxed);
+        let ok = self.ok_at.load(std::sync::atomic::Ordering::Relaxed);
+        failed == 0 || ok >= failed || now - failed > FAILED_INGEST_HOLD
+    }
+}
+
 /// The running delivery side of a sidecar with a store.
 #[derive(Debug)]
 pub(crate) struct Deliveries {
@@ -175,6 +213,7 @@ impl Deliveries {
         routes: &[Arc<Route>],
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
+        health: Arc<IngestHealth>,
     ) -> Self {
         let stop = CancellationToken::new();
         let attempts = TaskTracker::new();
@@ -200,7 +239,7 @@ impl Deliveries {
                 stop.clone(),
             ));
         }
-        background.spawn(gauges(store.clone(), metrics.clone(), stop.clone()));
+        background.spawn(gauges(store.clone(), metrics.clone(), health, stop.clone()));
         let retention: Vec<Retention> = queued
             .iter()
             .filter_map(|r| {
@@ -413,7 +452,12 @@ async fn attempt(w: &Worker, q: &QueueSettings, lease: Lease) {
 }
 
 /// Refreshes `hookgate_store_up` and the queue gauges.
-async fn gauges(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
+async fn gauges(
+    store: Store,
+    metrics: Arc<Metrics>,
+    health: Arc<IngestHealth>,
+    stop: CancellationToken,
+) {
     let Some(m) = &metrics.store else { return };
     let mut tick = tokio::time::interval(GAUGES_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -422,14 +466,14 @@ async fn gauges(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        refresh(&store, m).await;
+        refresh(&store, m, &health).await;
     }
 }
 
 /// The key of the store's write probe (one row, rewritten every second).
 const PROBE_KEY: [u8; 32] = *b"hookgate store write probe 00000";
 
-async fn refresh(store: &Store, m: &StoreMetrics) {
+async fn refresh(store: &Store, m: &StoreMetrics, health: &IngestHealth) {
     // A store that reads but cannot write (a full disk, a read-only
     // replica) is down for ingest: probe with a one-row write that expires
     // at once (purged with the other expired keys).
@@ -437,7 +481,7 @@ async fn refresh(store: &Store, m: &StoreMetrics) {
     let probe = store.remember(&PROBE_KEY, "-", now).await;
     match store.stats().await.and_then(|stats| probe.map(|()| stats)) {
         Ok(stats) => {
-            m.up.set(1);
+            m.up.set(i64::from(health.taking(now)));
             let now = now_ms();
             for s in stats {
                 for (state, n) in [

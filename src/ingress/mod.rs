@@ -305,10 +305,12 @@ async fn enqueue(
     let store_metrics = gate.metrics.store.as_ref();
     match tokio::time::timeout(queue.timeout, store.ingest_one(new)).await {
         Ok(Ok(Ingested::Stored)) => {
+            queue.health.record(true);
             queue.wake(&route.name);
             Outcome::new(Some(route.clone()), Ok(Answer::Queued(id)))
         }
         Ok(Ok(Ingested::Duplicate)) => {
+            queue.health.record(true);
             gate.metrics
                 .duplicates
                 .get_or_create(&EventLabels {
@@ -319,15 +321,22 @@ async fn enqueue(
             Outcome::new(Some(route.clone()), Ok(Answer::Duplicate))
         }
         Ok(Err(e)) => {
+            queue.health.record(false);
             if let Some(m) = store_metrics {
                 m.up.set(0);
             }
             unavailable(e.to_string())
         }
-        Err(_) => unavailable(format!(
-            "the store took longer than store.timeout ({:?})",
-            queue.timeout
-        )),
+        Err(_) => {
+            queue.health.record(false);
+            if let Some(m) = store_metrics {
+                m.up.set(0);
+            }
+            unavailable(format!(
+                "the store took longer than store.timeout ({:?})",
+                queue.timeout
+            ))
+        }
     }
 }
 

@@ -1091,10 +1091,17 @@ impl Engine for PgStore {
         };
         let sql = &self.sql;
         with_client!(self, "settle", |c| {
+            // Not waiting for the WAL flush: a settle lost in a crash means
+            // the attempt is made again (at least once), and delivery is
+            // spared one flush per event.
             let statement = c.prepare_cached(&sql.settle).await?;
-            let n = c
+            let tx = c.transaction().await?;
+            tx.batch_execute("SET LOCAL synchronous_commit TO off")
+                .await?;
+            let n = tx
                 .execute(&statement, &[&id, &token, &now, &state, &next, &error])
                 .await?;
+            tx.commit().await?;
             Ok(n == 1)
         })
     }

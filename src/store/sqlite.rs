@@ -356,6 +356,24 @@ fn write<T>(
     Ok(out)
 }
 
+/// Runs `f` with `synchronous = NORMAL`: its commit is not fsynced on its
+/// own, and becomes durable with the next `FULL` commit (whose fsync of the
+/// WAL file covers every frame before it) or checkpoint. Only for leases
+/// and settles: losing one to a power cut means an attempt is made again,
+/// which at-least-once delivery allows, and it spares delivery one fsync
+/// per event on the single writer (`benches/queued/RESULTS.md`).
+fn relaxed<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let out = f(conn);
+    let restored = conn.pragma_update(None, "synchronous", "FULL");
+    let out = out?;
+    restored?;
+    Ok(out)
+}
+
 impl ToSql for State {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(ValueRef::Text(
@@ -743,7 +761,7 @@ impl Engine for SqliteStore {
         let route = route.to_owned();
         self.writer
             .run("lease", move |conn| {
-                lease(conn, &route, now, lease_until, limit)
+                relaxed(conn, |conn| lease(conn, &route, now, lease_until, limit))
             })
             .await
     }
@@ -769,7 +787,9 @@ impl Engine for SqliteStore {
         how: Settle,
     ) -> Result<bool, StoreError> {
         self.writer
-            .run("settle", move |conn| settle(conn, id, token, now, &how))
+            .run("settle", move |conn| {
+                relaxed(conn, |conn| settle(conn, id, token, now, &how))
+            })
             .await
     }
 
