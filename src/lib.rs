@@ -17,6 +17,7 @@ mod error;
 mod forward;
 mod ingress;
 mod load;
+mod named;
 mod net;
 mod observe;
 mod payload;

@@ -18,6 +18,7 @@ use send::Trust;
 use crate::config::ConfigErrors;
 use crate::load::{self, Loaded, SecretSource};
 use crate::observe::telemetry;
+use crate::payload::EventKind;
 use crate::verify::secret::Secret;
 use crate::verify::signature;
 use crate::{Hookgate, Listeners};
@@ -69,8 +70,8 @@ pub enum Command {
         secret_file: PathBuf,
         /// Which sample event to send; `ping` sends a test ping (an event
         /// hookgate does not know), as the provider does when an endpoint is saved.
-        #[arg(long, value_name = "E", default_value = "popup.converted",
-              value_parser = ["popup.shown", "popup.clicked", "popup.converted", "popup.closed", "ping"])]
+        #[arg(long, value_name = "E", default_value = EventKind::Converted.as_str(),
+              value_parser = sample_events())]
         event: String,
         /// Send this file's bytes instead of a sample event.
         #[arg(long, value_name = "FILE")]
@@ -85,6 +86,19 @@ pub enum Command {
     /// The stored events of queued delivery: list, show, replay, drop, stats.
     Events(events::Events),
 }
+
+/// `send --event`: the four event names, and `ping`.
+fn sample_events() -> clap::builder::PossibleValuesParser {
+    EventKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .chain([PING])
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// `send --event ping`: a test ping, an event hookgate does not know.
+const PING: &str = "ping";
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
@@ -328,8 +342,8 @@ pub fn sample_event(event: &str) -> Vec<u8> {
                 .ok()
         })
         .unwrap_or_else(|| "2026-04-26T12:00:00Z".to_owned());
-    if event == "ping" {
-        let doc = serde_json::json!({ "event": "ping", "timestamp": now });
+    if event == PING {
+        let doc = serde_json::json!({ "event": PING, "timestamp": now });
         return serde_json::to_vec(&doc).unwrap_or_default();
     }
     let mut doc = serde_json::json!({
@@ -339,7 +353,7 @@ pub fn sample_event(event: &str) -> Vec<u8> {
         "timestamp": now,
         "page_url": "https://example.com/landing",
     });
-    if event == "popup.converted" {
+    if event == EventKind::Converted.as_str() {
         doc["visitor"] = serde_json::json!({
             "email": "visitor@example.com",
             "fields": { "name": "Sample Visitor", "newsletter": true }

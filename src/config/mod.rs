@@ -17,18 +17,13 @@ use figment::providers::{Env, Format, Toml};
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
+use crate::named::Named;
+use crate::payload::EventKind;
+
 /// The environment variable that names the config file (not a config key).
 pub const CONFIG_ENV: &str = "HOOKGATE_CONFIG";
 /// Prefix of the environment layer: `HOOKGATE_UPSTREAM__URL` sets `upstream.url`.
 pub const ENV_PREFIX: &str = "HOOKGATE_";
-
-/// The four Cool Popup event names.
-pub const ALL_EVENTS: [&str; 4] = [
-    "popup.shown",
-    "popup.clicked",
-    "popup.converted",
-    "popup.closed",
-];
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -454,14 +449,17 @@ impl Default for RouteConfig {
             upstream_path: String::new(),
             secret_files: Vec::new(),
             secret_env: Vec::new(),
-            events: ALL_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            events: EventKind::ALL
+                .iter()
+                .map(|e| e.as_str().to_owned())
+                .collect(),
             signature_header: "X-CoolPopup-Signature".to_owned(),
             signature_encoding: "hex".to_owned(),
             mode: "enforce".to_owned(),
             unknown_events: UnknownEvents::default(),
             max_event_age: Duration::from_secs(72 * 3600),
             max_clock_skew: Duration::from_secs(5 * 60),
-            dedup_events: vec!["popup.converted".to_owned()],
+            dedup_events: vec![EventKind::Converted.as_str().to_owned()],
             dedup_window: None,
             delivery: Delivery::Direct,
             delivery_concurrency: 4,
@@ -791,10 +789,10 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
         ));
     }
     for (j, e) in r.events.iter().enumerate() {
-        if !ALL_EVENTS.contains(&e.as_str()) {
+        if EventKind::from_name(e).is_none() {
             p.push(Problem::new(
                 format!("routes[{i}].events[{j}]"),
-                format!("{e:?} is not one of {}", ALL_EVENTS.join(", ")),
+                format!("{e:?} is not one of {}", EventKind::NAMES.join(", ")),
             ));
         }
     }
@@ -810,10 +808,10 @@ fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Ve
         ));
     }
     for (j, e) in r.dedup_events.iter().enumerate() {
-        if !ALL_EVENTS.contains(&e.as_str()) {
+        if EventKind::from_name(e).is_none() {
             p.push(Problem::new(
                 format!("routes[{i}].dedup_events[{j}]"),
-                format!("{e:?} is not one of {}", ALL_EVENTS.join(", ")),
+                format!("{e:?} is not one of {}", EventKind::NAMES.join(", ")),
             ));
         }
     }
