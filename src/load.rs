@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, ConfigErrors, Problem, RouteConfig};
+use crate::config::{Config, ConfigErrors, Problem, RouteConfig, RouteMode};
 use crate::net::console::TokenFile;
 use crate::net::tls::{self, CertStore};
 use crate::payload::EventKind;
@@ -265,18 +265,8 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
     }
     let name_header = HeaderValue::from_str(&rc.name).ok();
     let signature_header = HeaderName::from_bytes(rc.signature_header.as_bytes()).ok();
-    let encoding = Encoding::from_config(&rc.signature_encoding);
-    let events: Vec<EventKind> = rc
-        .events
-        .iter()
-        .filter_map(|e| EventKind::from_name(e))
-        .collect();
     let dedup = rc.dedup_window().map(|window| RouteDedup {
-        events: rc
-            .dedup_events
-            .iter()
-            .filter_map(|e| EventKind::from_name(e))
-            .collect(),
+        events: rc.dedup_events.clone(),
         window,
     });
     let queue = (rc.delivery == crate::config::Delivery::Queued).then(|| QueueSettings {
@@ -289,16 +279,16 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
     if problems.len() != before {
         return None;
     }
-    // validate() has vouched for the name, header and encoding.
+    // validate() has vouched for the name and the header.
     Some(Route {
         name: rc.name.clone(),
         name_header: name_header?,
         path: rc.path.clone(),
         upstream_path: rc.upstream_path().to_owned(),
         signature_header: signature_header?,
-        encoding: encoding?,
-        events,
-        shadow: rc.mode == "shadow",
+        encoding: rc.signature_encoding,
+        events: rc.events.clone(),
+        shadow: rc.mode == RouteMode::Shadow,
         unknown_events: rc.unknown_events,
         max_event_age: rc.max_event_age,
         max_clock_skew: rc.max_clock_skew,
