@@ -228,7 +228,7 @@ fn check(path: Option<&Path>) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let toml = match toml::to_string_pretty(&loaded.config) {
+    let toml = match toml::to_string_pretty(&*loaded.config) {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot print the config: {e}")),
     };

@@ -2,10 +2,12 @@
 //!
 //! Loaded with figment in three layers — built-in defaults, then the TOML
 //! file, then `HOOKGATE_SECTION__KEY` environment variables — and then
-//! checked by [`Config::validate`], which collects *every* problem (unknown
-//! keys included) so an operator fixes a broken config in one round trip.
-//! Nothing here reads secrets or certificates: that is [`crate::load`]'s job,
-//! and its problems are reported through the same [`ConfigErrors`].
+//! checked by [`Config::validate`] (in `validate.rs`), which collects *every*
+//! problem (unknown keys and bad names included) so an operator fixes a
+//! broken config in one round trip, and turns it into the [`ValidConfig`]
+//! that is the only thing [`crate::load`] accepts. Nothing here reads
+//! secrets or certificates: that is [`crate::load`]'s job, and its problems
+//! are reported through the same [`ConfigErrors`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,8 +17,12 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use figment::value::Value;
-use http::HeaderName;
 use serde::{Deserialize, Serialize};
+
+mod validate;
+
+pub(crate) use validate::RouteHeaders;
+pub use validate::ValidConfig;
 
 use crate::named::{Named, alternatives, named_enum};
 use crate::payload::EventKind;
@@ -595,9 +601,9 @@ impl Config {
     }
 
     /// Loads defaults, the file, then the environment; reports every unknown
-    /// key (and the first type error). Does not [`validate`](Self::validate):
-    /// [`crate::load::load_all`] does, together with reading the files, so
-    /// that all problems are reported at once.
+    /// key and bad name (and the first type error). Does not
+    /// [`validate`](Self::validate): [`crate::load::load_all`] does, together
+    /// with reading the files, so that all problems are reported at once.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         if !path.is_file() {
             return Err(ConfigErrors(vec![Problem::new(
@@ -644,283 +650,6 @@ impl Config {
                 let mut problems = figment_problems(e);
                 problems.extend(unchosen);
                 Err(ConfigErrors(problems))
-            }
-        }
-    }
-
-    /// Checks what serde cannot: ranges, cross-field rules, route sanity.
-    /// Every problem is collected; none stops the others from being found.
-    pub fn validate(&self) -> Result<(), ConfigErrors> {
-        let mut p = self.unchosen.clone();
-        let s = &self.server;
-        if s.max_body_bytes == 0 {
-            p.push(Problem::new("server.max_body_bytes", "must be at least 1"));
-        }
-        if s.max_connections == 0 {
-            p.push(Problem::new("server.max_connections", "must be at least 1"));
-        }
-        for (key, d) in [
-            ("server.header_read_timeout", s.header_read_timeout),
-            ("server.body_read_timeout", s.body_read_timeout),
-            ("server.handshake_timeout", s.handshake_timeout),
-            ("server.idle_timeout", s.idle_timeout),
-            ("upstream.timeout", self.upstream.timeout),
-            ("upstream.connect_timeout", self.upstream.connect_timeout),
-        ] {
-            if d.is_zero() {
-                p.push(Problem::new(key, "must be greater than 0"));
-            }
-        }
-        if self.upstream.timeout >= Duration::from_secs(5) {
-            p.push(Problem::new(
-                "upstream.timeout",
-                "must be under 5s, the provider's deadline (it would retry an event the app is still handling)",
-            ));
-        }
-        if self.upstream.connect_timeout > self.upstream.timeout {
-            p.push(Problem::new(
-                "upstream.connect_timeout",
-                "must not exceed upstream.timeout",
-            ));
-        }
-        if !s.tls.enabled && s.trusted_proxies.is_empty() {
-            p.push(Problem::new(
-                "server.trusted_proxies",
-                "must list the TLS-terminating proxies (CIDRs) when server.tls.enabled = false",
-            ));
-        }
-        if s.listen == self.admin.listen && s.listen.port() != 0 {
-            p.push(Problem::new(
-                "admin.listen",
-                "must differ from server.listen",
-            ));
-        }
-        match url::Url::parse(&self.upstream.url) {
-            Ok(u) => {
-                if u.scheme() != "http" {
-                    p.push(Problem::new(
-                        "upstream.url",
-                        "must be an http:// URL (the app is on the pod's loopback)",
-                    ));
-                }
-                if u.host().is_none() {
-                    p.push(Problem::new("upstream.url", "has no host"));
-                }
-                if !(u.path() == "/" || u.path().is_empty())
-                    || u.query().is_some()
-                    || u.fragment().is_some()
-                {
-                    p.push(Problem::new(
-                        "upstream.url",
-                        "must be a base URL without path or query; put the path in routes[].upstream_path",
-                    ));
-                }
-                if !u.username().is_empty() || u.password().is_some() {
-                    p.push(Problem::new("upstream.url", "must not carry credentials"));
-                }
-            }
-            Err(e) => p.push(Problem::new(
-                "upstream.url",
-                format!("is not a valid URL: {e}"),
-            )),
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.push(Problem::new(
-                "log.level",
-                format!("is not a valid filter: {e}"),
-            ));
-        }
-        if self.routes.is_empty() {
-            p.push(Problem::new(
-                "routes",
-                "at least one [[routes]] is required",
-            ));
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            validate_route(i, r, &self.routes[..i], &mut p);
-            if r.delivery == Delivery::Queued && self.store.is_none() {
-                p.push(Problem::new(
-                    "store",
-                    format!(
-                        "routes[{i}] ({:?}) has delivery = \"queued\", which needs a [store]",
-                        r.name
-                    ),
-                ));
-            }
-        }
-        if self.upstream.late_answer_window > Duration::from_secs(3600) {
-            p.push(Problem::new(
-                "upstream.late_answer_window",
-                "must be at most 1h",
-            ));
-        }
-        if self.dedup.max_keys == 0 {
-            p.push(Problem::new("dedup.max_keys", "must be at least 1"));
-        }
-        if let Some(store) = &self.store {
-            validate_store(store, &mut p);
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(p))
-        }
-    }
-}
-
-fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Vec<Problem>) {
-    let key = |k: &str| format!("routes[{i}].{k}");
-    if r.name.is_empty() {
-        p.push(Problem::new(key("name"), "is required"));
-    } else if !r
-        .name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
-        p.push(Problem::new(
-            key("name"),
-            "may only contain letters, digits, '.', '_' and '-' (it becomes a header and a metric label)",
-        ));
-    } else if earlier.iter().any(|e| e.name == r.name) {
-        p.push(Problem::new(
-            key("name"),
-            format!("{:?} is used by an earlier route", r.name),
-        ));
-    }
-    if !r.path.starts_with('/') || r.path.contains(['?', '#']) {
-        p.push(Problem::new(
-            key("path"),
-            "must start with '/' and carry no query or fragment",
-        ));
-    } else if http::uri::PathAndQuery::try_from(r.path.as_str()).is_err() {
-        p.push(Problem::new(key("path"), "is not a valid URI path"));
-    } else if earlier.iter().any(|e| e.path == r.path) {
-        p.push(Problem::new(
-            key("path"),
-            format!("{:?} is used by an earlier route", r.path),
-        ));
-    }
-    if !r.upstream_path.is_empty()
-        && (!r.upstream_path.starts_with('/')
-            || r.upstream_path.contains(['?', '#'])
-            || http::uri::PathAndQuery::try_from(r.upstream_path.as_str()).is_err())
-    {
-        p.push(Problem::new(
-            key("upstream_path"),
-            "must be a URI path starting with '/' without query or fragment",
-        ));
-    }
-    if r.secret_files.is_empty() && r.secret_env.is_empty() {
-        p.push(Problem::new(
-            key("secret_files"),
-            "the route has no secret: set secret_files or secret_env",
-        ));
-    }
-    for (j, name) in r.secret_env.iter().enumerate() {
-        if name.is_empty() {
-            p.push(Problem::new(
-                format!("routes[{i}].secret_env[{j}]"),
-                "is empty",
-            ));
-        }
-    }
-    if r.events.is_empty() {
-        p.push(Problem::new(
-            key("events"),
-            "at least one event is required",
-        ));
-    }
-    if HeaderName::from_bytes(r.signature_header.as_bytes()).is_err() {
-        p.push(Problem::new(
-            key("signature_header"),
-            "is not a valid header name",
-        ));
-    } else if crate::forward::headers::is_managed(&r.signature_header) {
-        p.push(Problem::new(
-            key("signature_header"),
-            "names a header hookgate sets or strips itself",
-        ));
-    }
-    if let Some(w) = r.dedup_window()
-        && !r.max_event_age.is_zero()
-        && w < r.max_event_age
-    {
-        p.push(Problem::new(
-            key("dedup_window"),
-            "must not be shorter than max_event_age (a replay of a forgotten event would get through the gap)",
-        ));
-    }
-    if r.delivery == Delivery::Queued {
-        if r.mode == RouteMode::Shadow {
-            p.push(Problem::new(
-                key("delivery"),
-                "\"queued\" cannot be combined with mode = \"shadow\" (only verified events are stored)",
-            ));
-        }
-        if r.delivery_concurrency == 0 {
-            p.push(Problem::new(
-                key("delivery_concurrency"),
-                "must be at least 1",
-            ));
-        }
-        if r.retry_schedule.is_empty() {
-            p.push(Problem::new(
-                key("retry_schedule"),
-                "must have at least one step",
-            ));
-        } else if r.retry_schedule.iter().any(Duration::is_zero) {
-            p.push(Problem::new(
-                key("retry_schedule"),
-                "steps must be greater than 0",
-            ));
-        }
-        for (k, d) in [
-            ("max_delivery_age", r.max_delivery_age),
-            ("retention_delivered", r.retention_delivered),
-            ("retention_dead", r.retention_dead),
-        ] {
-            if d.is_zero() {
-                p.push(Problem::new(key(k), "must be greater than 0"));
-            }
-        }
-    }
-}
-
-fn validate_store(s: &StoreConfig, p: &mut Vec<Problem>) {
-    if s.timeout.is_zero() {
-        p.push(Problem::new("store.timeout", "must be greater than 0"));
-    }
-    match s.engine {
-        StoreEngine::Sqlite => {
-            if s.path.as_os_str().is_empty() {
-                p.push(Problem::new(
-                    "store.path",
-                    "is required for engine = \"sqlite\"",
-                ));
-            }
-        }
-        StoreEngine::Postgres => {
-            if s.url_file.is_none() && s.url.is_none() {
-                p.push(Problem::new(
-                    "store.url_file",
-                    "is required for engine = \"postgres\" (or set HOOKGATE_STORE__URL)",
-                ));
-            }
-            if s.schema.is_empty()
-                || s.schema.len() > 63
-                || !s
-                    .schema
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                || s.schema.as_bytes()[0].is_ascii_digit()
-            {
-                p.push(Problem::new(
-                    "store.schema",
-                    "must be 1 to 63 of a-z, 0-9 and '_', not starting with a digit",
-                ));
-            }
-            if s.max_connections == 0 {
-                p.push(Problem::new("store.max_connections", "must be at least 1"));
             }
         }
     }
@@ -1075,9 +804,8 @@ mod tests {
     use super::*;
     use figment::providers::Format;
 
-    fn load(toml: &str) -> Result<Config, ConfigErrors> {
-        let c = Config::from_figment(&Figment::new().merge(Toml::string(toml)))?;
-        c.validate().map(|()| c)
+    fn load(toml: &str) -> Result<ValidConfig, ConfigErrors> {
+        Config::from_figment(&Figment::new().merge(Toml::string(toml)))?.validate()
     }
 
     const GOOD: &str = r#"
@@ -1308,7 +1036,7 @@ mod tests {
         assert_eq!(r.events, [EventKind::Closed]);
         assert!(r.dedup_events.is_empty());
         // And printed back (by `check`) as the same names.
-        let printed = toml::to_string(&c).unwrap();
+        let printed = toml::to_string(&*c).unwrap();
         for line in [
             r#"min_version = "1.3""#,
             r#"format = "pretty""#,
@@ -1317,6 +1045,50 @@ mod tests {
         ] {
             assert!(printed.contains(line), "{line} not in\n{printed}");
         }
+    }
+
+    /// `validate` parses `upstream.url` once, for the client: the URL
+    /// parser it checks with and the client's must both take it.
+    #[test]
+    fn upstream_url_is_parsed_for_the_client() {
+        let c = load(&format!(
+            "[upstream]\nurl = \"http://App.local:8080/\"\n{GOOD}"
+        ))
+        .unwrap();
+        let target = format!("{:?}", c.upstream_target());
+        assert!(
+            target.contains(r#"authority: "App.local:8080""#),
+            "{target}"
+        );
+        assert!(target.contains(r#"host: "App.local:8080""#), "{target}");
+        // Accepted by the URL check (IDNA) but not a usable authority.
+        let e = load(&format!("[upstream]\nurl = \"http://exämple.com\"\n{GOOD}")).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key, "upstream.url");
+        assert_eq!(e.0[0].message, "is not a usable http://host:port URL");
+        // Already reported by the URL check: not twice.
+        let e = load(&format!("[upstream]\nurl = \"https://app\"\n{GOOD}")).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+    }
+
+    /// Every route of a valid config comes with its headers.
+    #[test]
+    fn valid_routes_carry_their_headers() {
+        let c = load(&format!(
+            "{GOOD}{}signature_header = \"X-Other-Signature\"\n",
+            GOOD.replace("coolpopup", "second")
+        ))
+        .unwrap();
+        let routes: Vec<_> = c
+            .routes()
+            .map(|(r, h)| (r.name.as_str(), h.name.clone(), h.signature.clone()))
+            .collect();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].0, "coolpopup");
+        assert_eq!(routes[0].1, "coolpopup");
+        assert_eq!(routes[0].2, "x-coolpopup-signature");
+        assert_eq!(routes[1].1, "second");
+        assert_eq!(routes[1].2, "x-other-signature");
     }
 
     #[test]
