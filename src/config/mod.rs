@@ -58,7 +58,7 @@ pub struct Config {
     /// (each read as the first choice instead, so that the rest can still
     /// be checked): [`validate`](Self::validate) reports them with its own.
     #[serde(skip)]
-    unchosen: Vec<Problem>,
+    bad_names: Vec<Problem>,
 }
 
 /// `[dedup]`.
@@ -628,7 +628,7 @@ impl Config {
         // serde stops at the first value it cannot take: check the values of
         // the keys that are names first, all of them, and read a bad one as
         // its key's first choice so that the rest is still checked.
-        let unchosen = unchosen_names(&mut tree);
+        let bad_names = check_names(&mut tree);
         // Unknown keys: serde stops at the first one too, so find them all
         // first by walking the merged tree against the struct with serde_ignored.
         let mut problems = Vec::new();
@@ -637,18 +637,21 @@ impl Config {
         })
         .map(|_: Config| ());
         if !problems.is_empty() {
-            problems.extend(unchosen);
+            problems.extend(bad_names);
             return Err(ConfigErrors(problems));
         }
         let extracted = match tree.into_dict() {
-            Some(dict) if !unchosen.is_empty() => figment.clone().merge(Replaced(dict)).extract(),
+            Some(dict) if !bad_names.is_empty() => figment.clone().merge(Replaced(dict)).extract(),
             _ => figment.extract(),
         };
         match extracted {
-            Ok(config) => Ok(Config { unchosen, ..config }),
+            Ok(config) => Ok(Config {
+                bad_names,
+                ..config
+            }),
             Err(e) => {
                 let mut problems = figment_problems(e);
-                problems.extend(unchosen);
+                problems.extend(bad_names);
                 Err(ConfigErrors(problems))
             }
         }
@@ -676,8 +679,10 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
 }
 
 /// The keys whose values are names: every value that is none of its key's
-/// names is reported (with the names) and replaced by the first of them.
-fn unchosen_names(tree: &mut Value) -> Vec<Problem> {
+/// names is reported (with the names) and replaced by the first of them. A
+/// named key missing here is still refused by serde, with its path and its
+/// names, but that stops the reading like any type error.
+fn check_names(tree: &mut Value) -> Vec<Problem> {
     let mut p = Vec::new();
     if let Some(tls) = child(tree, "server").and_then(|s| child(s, "tls")) {
         name_at::<TlsVersion>(tls, "server.tls", "min_version", &mut p);

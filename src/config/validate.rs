@@ -25,7 +25,7 @@ pub struct ValidConfig {
     config: Config,
     upstream: UpstreamTarget,
     /// One per route, in config order.
-    routes: Vec<RouteHeaders>,
+    route_headers: Vec<RouteHeaders>,
 }
 
 /// A route's name and signature header, as headers.
@@ -53,7 +53,7 @@ impl ValidConfig {
 
     /// Each route with its headers, in config order.
     pub(crate) fn routes(&self) -> impl Iterator<Item = (&RouteConfig, &RouteHeaders)> {
-        self.config.routes.iter().zip(&self.routes)
+        self.config.routes.iter().zip(&self.route_headers)
     }
 }
 
@@ -64,7 +64,7 @@ impl Config {
     /// parses (the upstream URL, the route's headers) is kept in the
     /// [`ValidConfig`], the only way to make one.
     pub fn validate(mut self) -> Result<ValidConfig, ConfigErrors> {
-        let mut p = std::mem::take(&mut self.unchosen);
+        let mut p = std::mem::take(&mut self.bad_names);
         let s = &self.server;
         if s.max_body_bytes == 0 {
             p.push(Problem::new("server.max_body_bytes", "must be at least 1"));
@@ -162,13 +162,9 @@ impl Config {
                 "at least one [[routes]] is required",
             ));
         }
-        let mut routes = Some(Vec::with_capacity(self.routes.len()));
+        let mut route_headers = Vec::with_capacity(self.routes.len());
         for (i, r) in self.routes.iter().enumerate() {
-            let headers = validate_route(i, r, &self.routes[..i], &mut p);
-            routes = routes.zip(headers).map(|(mut all, h)| {
-                all.push(h);
-                all
-            });
+            route_headers.push(validate_route(i, r, &self.routes[..i], &mut p));
             if r.delivery == Delivery::Queued && self.store.is_none() {
                 p.push(Problem::new(
                     "store",
@@ -191,11 +187,13 @@ impl Config {
         if let Some(store) = &self.store {
             validate_store(store, &mut p);
         }
-        match (upstream, routes) {
-            (Some(upstream), Some(routes)) if p.is_empty() => Ok(ValidConfig {
+        // A part that could not be parsed has its problem in `p`.
+        let route_headers: Option<Vec<RouteHeaders>> = route_headers.into_iter().collect();
+        match (upstream, route_headers) {
+            (Some(upstream), Some(route_headers)) if p.is_empty() => Ok(ValidConfig {
                 config: self,
                 upstream,
-                routes,
+                route_headers,
             }),
             _ => Err(ConfigErrors(p)),
         }
