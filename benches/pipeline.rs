@@ -87,9 +87,11 @@ fn world() -> World {
          secret_files = [{:?}]\n",
         secret_file.display().to_string()
     );
-    let config = Config::from_figment(&Figment::new().merge(Toml::string(&text))).unwrap();
-    config.validate().unwrap();
-    let upstream = Upstream::new(&config.upstream).unwrap();
+    let config = Config::from_figment(&Figment::new().merge(Toml::string(&text)))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let upstream = Upstream::new(&config);
     let loaded = hookgate::load(config).unwrap();
     let route = loaded.routes.find("/webhooks/coolpopup").unwrap().clone();
     World {

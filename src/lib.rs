@@ -17,6 +17,7 @@ mod error;
 mod forward;
 mod ingress;
 mod load;
+mod named;
 mod net;
 mod observe;
 mod payload;
@@ -33,7 +34,7 @@ pub mod testing;
 
 pub use cli::send::{ClientError, Trust, tls_config};
 pub use cli::{Cli, run};
-pub use config::{Config, ConfigErrors, Problem, UnknownEvents};
+pub use config::{Config, ConfigErrors, Problem, UnknownEvents, ValidConfig};
 pub use load::{Loaded, load, load_all};
 pub use observe::metrics::Metrics;
 pub use reload::{Reloader, Summary as ReloadSummary};
@@ -51,7 +52,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use crate::dedup::Dedup;
 use crate::delivery::Queue;
-use crate::forward::upstream::{BadUpstreamUrl, Upstream};
+use crate::forward::upstream::Upstream;
 use crate::ingress::Gate;
 use crate::net::admin::{self, AdminState};
 use crate::net::console::{self, TokenFile};
@@ -87,9 +88,6 @@ fn with_addr(e: std::io::Error, key: &str, addr: std::net::SocketAddr) -> std::i
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The upstream URL is unusable.
-    #[error(transparent)]
-    Upstream(#[from] BadUpstreamUrl),
     /// The TLS config could not be built.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
@@ -122,7 +120,7 @@ impl Hookgate {
     /// Builds the sidecar from loaded material; binds nothing.
     pub fn new(loaded: Loaded) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::with_store(loaded.config.store.is_some()));
-        let upstream = Arc::new(Upstream::new(&loaded.config.upstream)?);
+        let upstream = Arc::new(Upstream::new(&loaded.config));
         let queue = loaded
             .config
             .store
@@ -161,7 +159,7 @@ impl Hookgate {
             reloader,
             ready: Arc::new(AtomicBool::new(false)),
             acceptor,
-            server: loaded.config.server,
+            server: loaded.config.server.clone(),
             reload_interval: loaded.config.reload.interval,
             admin_token: loaded.admin_token,
             sighup: None,

@@ -14,7 +14,9 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, ConfigErrors, Problem, RouteConfig};
+use crate::config::{
+    Config, ConfigErrors, Problem, RouteConfig, RouteHeaders, RouteMode, ValidConfig,
+};
 use crate::net::console::TokenFile;
 use crate::net::tls::{self, CertStore};
 use crate::payload::EventKind;
@@ -178,7 +180,7 @@ pub struct TlsState {
 #[derive(Debug)]
 pub struct Loaded {
     /// The validated config.
-    pub config: Config,
+    pub config: ValidConfig,
     /// Routes with secrets.
     pub routes: Arc<Routes>,
     /// TLS material.
@@ -191,34 +193,53 @@ pub struct Loaded {
 /// certificate, and reports every problem found along the way at once.
 pub fn load_all(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
     let config = Config::load(path)?;
-    let mut problems = config.validate().err().map(|e| e.0).unwrap_or_default();
-    match load(config) {
-        Ok(loaded) if problems.is_empty() => Ok(loaded),
-        Ok(_) => Err(ConfigErrors(problems)),
-        Err(e) => {
-            problems.extend(e.0);
-            Err(ConfigErrors(problems))
+    // The files are read even when the config is invalid, so that their
+    // problems are reported with its own.
+    let material = read_material(&config);
+    match (config.validate(), material) {
+        (Ok(config), Ok(material)) => Ok(assemble(config, material)),
+        (Ok(_), Err(problems)) => Err(ConfigErrors(problems)),
+        (Err(mut errors), material) => {
+            errors.0.extend(material.err().unwrap_or_default());
+            Err(errors)
         }
     }
 }
 
 /// Reads every secret and the certificate of a validated config; reports
 /// every problem at once.
-pub fn load(config: Config) -> Result<Loaded, ConfigErrors> {
+///
+/// Only a [`ValidConfig`] is accepted:
+///
+/// ```compile_fail,E0308
+/// // A config nobody validated does not compile:
+/// let _ = hookgate::load(hookgate::Config::default());
+/// ```
+pub fn load(config: ValidConfig) -> Result<Loaded, ConfigErrors> {
+    let material = read_material(&config).map_err(ConfigErrors)?;
+    Ok(assemble(config, material))
+}
+
+/// What the config's files hold.
+struct Material {
+    /// Each route's secret sources and secrets, in config order.
+    secrets: Vec<(Vec<SecretSource>, SecretSet)>,
+    tls: TlsState,
+    admin_token: Option<Arc<TokenFile>>,
+}
+
+/// Reads the files a config names (validated or not: only the paths and
+/// variable names are used); every problem, or all of it.
+fn read_material(config: &Config) -> Result<Material, Vec<Problem>> {
     let mut problems = Vec::new();
-    let mut routes = Vec::new();
+    let mut secrets = Vec::new();
     for (i, rc) in config.routes.iter().enumerate() {
-        if let Some(route) = build_route(i, rc, &mut problems) {
-            routes.push(Arc::new(route));
+        match read_secrets(i, rc) {
+            Ok(s) => secrets.push(s),
+            Err(p) => problems.extend(p),
         }
     }
-    let tls = match load_tls(&config) {
-        Ok(t) => Some(t),
-        Err(p) => {
-            problems.extend(p);
-            None
-        }
-    };
+    let tls = load_tls(config).map_err(|p| problems.extend(p)).ok();
     let admin_token = match &config.admin.token_file {
         Some(path) => match TokenFile::load(path) {
             Ok(t) => Some(Arc::new(t)),
@@ -230,17 +251,35 @@ pub fn load(config: Config) -> Result<Loaded, ConfigErrors> {
         None => None,
     };
     match tls {
-        Some(tls) if problems.is_empty() => Ok(Loaded {
-            config,
-            routes: Arc::new(Routes(routes)),
+        Some(tls) if problems.is_empty() => Ok(Material {
+            secrets,
             tls,
             admin_token,
         }),
-        _ => Err(ConfigErrors(problems)),
+        _ => Err(problems),
     }
 }
 
-fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Option<Route> {
+fn assemble(config: ValidConfig, material: Material) -> Loaded {
+    let routes = config
+        .routes()
+        .zip(material.secrets)
+        .map(|((rc, headers), (sources, set))| Arc::new(build_route(rc, headers, sources, set)))
+        .collect();
+    Loaded {
+        config,
+        routes: Arc::new(Routes(routes)),
+        tls: material.tls,
+        admin_token: material.admin_token,
+    }
+}
+
+/// A route's secret sources (files, then environment variables) and the
+/// secrets they hold.
+fn read_secrets(
+    i: usize,
+    rc: &RouteConfig,
+) -> Result<(Vec<SecretSource>, SecretSet), Vec<Problem>> {
     let mut sources = Vec::new();
     let mut keys = Vec::new();
     for (j, path) in rc.secret_files.iter().enumerate() {
@@ -253,7 +292,7 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
     }
     let mut secrets = Vec::new();
     let mut digests = Vec::new();
-    let before = problems.len();
+    let mut problems = Vec::new();
     for (source, key) in sources.iter().zip(keys) {
         match source.read() {
             Ok((s, d)) => {
@@ -263,50 +302,45 @@ fn build_route(i: usize, rc: &RouteConfig, problems: &mut Vec<Problem>) -> Optio
             Err(reason) => problems.push(Problem::new(key, reason)),
         }
     }
-    let name_header = HeaderValue::from_str(&rc.name).ok();
-    let signature_header = HeaderName::from_bytes(rc.signature_header.as_bytes()).ok();
-    let encoding = Encoding::from_config(&rc.signature_encoding);
-    let events: Vec<EventKind> = rc
-        .events
-        .iter()
-        .filter_map(|e| EventKind::from_name(e))
-        .collect();
-    let dedup = rc.dedup_window().map(|window| RouteDedup {
-        events: rc
-            .dedup_events
-            .iter()
-            .filter_map(|e| EventKind::from_name(e))
-            .collect(),
-        window,
-    });
-    let queue = (rc.delivery == crate::config::Delivery::Queued).then(|| QueueSettings {
-        concurrency: rc.delivery_concurrency,
-        retry_schedule: rc.retry_schedule.clone(),
-        max_delivery_age: rc.max_delivery_age,
-        retention_delivered: rc.retention_delivered,
-        retention_dead: rc.retention_dead,
-    });
-    if problems.len() != before {
-        return None;
+    if problems.is_empty() {
+        Ok((sources, SecretSet { secrets, digests }))
+    } else {
+        Err(problems)
     }
-    // validate() has vouched for the name, header and encoding.
-    Some(Route {
+}
+
+fn build_route(
+    rc: &RouteConfig,
+    headers: &RouteHeaders,
+    sources: Vec<SecretSource>,
+    secrets: SecretSet,
+) -> Route {
+    Route {
         name: rc.name.clone(),
-        name_header: name_header?,
+        name_header: headers.name.clone(),
         path: rc.path.clone(),
         upstream_path: rc.upstream_path().to_owned(),
-        signature_header: signature_header?,
-        encoding: encoding?,
-        events,
-        shadow: rc.mode == "shadow",
+        signature_header: headers.signature.clone(),
+        encoding: rc.signature_encoding,
+        events: rc.events.clone(),
+        shadow: rc.mode == RouteMode::Shadow,
         unknown_events: rc.unknown_events,
         max_event_age: rc.max_event_age,
         max_clock_skew: rc.max_clock_skew,
-        dedup,
-        queue,
+        dedup: rc.dedup_window().map(|window| RouteDedup {
+            events: rc.dedup_events.clone(),
+            window,
+        }),
+        queue: (rc.delivery == crate::config::Delivery::Queued).then(|| QueueSettings {
+            concurrency: rc.delivery_concurrency,
+            retry_schedule: rc.retry_schedule.clone(),
+            max_delivery_age: rc.max_delivery_age,
+            retention_delivered: rc.retention_delivered,
+            retention_dead: rc.retention_dead,
+        }),
         sources,
-        secrets: ArcSwap::from_pointee(SecretSet { secrets, digests }),
-    })
+        secrets: ArcSwap::from_pointee(secrets),
+    }
 }
 
 fn load_tls(config: &Config) -> Result<TlsState, Vec<Problem>> {

@@ -217,15 +217,13 @@ secret_files = [{a:?}, {b:?}]
         );
         use figment::providers::Format;
         let figment = figment::Figment::new().merge(figment::providers::Toml::string(&text));
-        let config =
-            hookgate::Config::from_figment(&figment).unwrap_or_else(|e| panic!("fuzz config: {e}"));
-        config
-            .validate()
+        let config = hookgate::Config::from_figment(&figment)
+            .and_then(hookgate::Config::validate)
             .unwrap_or_else(|e| panic!("fuzz config: {e}"));
         let loaded = hookgate::load(config).unwrap_or_else(|e| panic!("fuzz config: {e}"));
         let _ = std::fs::remove_dir_all(&dir);
         Fixture {
-            upstream: Upstream::new(&loaded.config.upstream).unwrap(),
+            upstream: Upstream::new(&loaded.config),
             routes: loaded.routes,
         }
     })

@@ -189,7 +189,7 @@ pub(crate) fn record_json(r: &Record) -> serde_json::Value {
 /// Runs `hookgate events`.
 pub(crate) fn run(events: Events) -> ExitCode {
     let path = Config::path_from(events.config.as_deref());
-    let config = match Config::load(&path).and_then(|c| c.validate().map(|()| c)) {
+    let config = match Config::load(&path).and_then(Config::validate) {
         Ok(c) => c,
         Err(e) => return config_fail(&e),
     };

@@ -18,6 +18,7 @@ use send::Trust;
 use crate::config::ConfigErrors;
 use crate::load::{self, Loaded, SecretSource};
 use crate::observe::telemetry;
+use crate::payload::EventKind;
 use crate::verify::secret::Secret;
 use crate::verify::signature;
 use crate::{Hookgate, Listeners};
@@ -69,8 +70,8 @@ pub enum Command {
         secret_file: PathBuf,
         /// Which sample event to send; `ping` sends a test ping (an event
         /// hookgate does not know), as the provider does when an endpoint is saved.
-        #[arg(long, value_name = "E", default_value = "popup.converted",
-              value_parser = ["popup.shown", "popup.clicked", "popup.converted", "popup.closed", "ping"])]
+        #[arg(long, value_name = "E", default_value = EventKind::Converted.as_str(),
+              value_parser = sample_events())]
         event: String,
         /// Send this file's bytes instead of a sample event.
         #[arg(long, value_name = "FILE")]
@@ -85,6 +86,19 @@ pub enum Command {
     /// The stored events of queued delivery: list, show, replay, drop, stats.
     Events(events::Events),
 }
+
+/// `send --event`: the four event names, and `ping`.
+fn sample_events() -> clap::builder::PossibleValuesParser {
+    EventKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .chain([PING])
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// `send --event ping`: a test ping, an event hookgate does not know.
+const PING: &str = "ping";
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
@@ -214,7 +228,7 @@ fn check(path: Option<&Path>) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let toml = match toml::to_string_pretty(&loaded.config) {
+    let toml = match toml::to_string_pretty(&*loaded.config) {
         Ok(t) => t,
         Err(e) => return fail(format!("cannot print the config: {e}")),
     };
@@ -316,36 +330,39 @@ fn sign(secret_file: &Path, body_file: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// A sample body for `event`, timestamped now.
-pub fn sample_event(event: &str) -> Vec<u8> {
+/// A sample body for `event` (one of the four, or `ping`), timestamped now.
+pub fn sample_event(event: &str) -> Result<Vec<u8>, String> {
     // To the microsecond: two samples are two events, not duplicates.
     let t = time::OffsetDateTime::now_utc();
     let now = t
         .replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
-        .ok()
+        .map_err(|e| e.to_string())
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
+                .map_err(|e| e.to_string())
         })
-        .unwrap_or_else(|| "2026-04-26T12:00:00Z".to_owned());
-    if event == "ping" {
-        let doc = serde_json::json!({ "event": "ping", "timestamp": now });
-        return serde_json::to_vec(&doc).unwrap_or_default();
-    }
-    let mut doc = serde_json::json!({
-        "event": event,
-        "campaign_id": "camp_hookgate_sample",
-        "campaign_name": "hookgate send sample",
-        "timestamp": now,
-        "page_url": "https://example.com/landing",
-    });
-    if event == "popup.converted" {
-        doc["visitor"] = serde_json::json!({
-            "email": "visitor@example.com",
-            "fields": { "name": "Sample Visitor", "newsletter": true }
+        .map_err(|e| format!("cannot timestamp the sample event: {e}"))?;
+    let doc = if event == PING {
+        serde_json::json!({ "event": PING, "timestamp": now })
+    } else {
+        let kind = EventKind::from_name(event)
+            .ok_or_else(|| format!("there is no sample {event:?} event"))?;
+        let mut doc = serde_json::json!({
+            "event": kind,
+            "campaign_id": "camp_hookgate_sample",
+            "campaign_name": "hookgate send sample",
+            "timestamp": now,
+            "page_url": "https://example.com/landing",
         });
-    }
-    serde_json::to_vec(&doc).unwrap_or_default()
+        if kind == EventKind::Converted {
+            doc["visitor"] = serde_json::json!({
+                "email": "visitor@example.com",
+                "fields": { "name": "Sample Visitor", "newsletter": true }
+            });
+        }
+        doc
+    };
+    serde_json::to_vec(&doc).map_err(|e| format!("cannot write the sample event: {e}"))
 }
 
 fn send(
@@ -364,7 +381,10 @@ fn send(
             Ok(b) => b,
             Err(e) => return fail(e),
         },
-        None => sample_event(event),
+        None => match sample_event(event) {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        },
     };
     let signature = signature::sign_hex(&body, &secret);
     let request = Request::builder()
@@ -406,5 +426,32 @@ fn send(
             }
         }
         Err(e) => fail(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{Validated, validate};
+
+    #[test]
+    fn every_sample_event_is_valid() {
+        for kind in EventKind::ALL {
+            let body = sample_event(kind.as_str()).unwrap();
+            match validate(&body) {
+                Ok(Validated::Known(e)) => assert_eq!(e.kind, kind),
+                other => panic!("{kind}: {other:?}"),
+            }
+        }
+        let ping = sample_event(PING).unwrap();
+        assert!(matches!(validate(&ping), Ok(Validated::Unknown(_))));
+    }
+
+    #[test]
+    fn there_is_no_sample_of_an_unknown_event() {
+        assert_eq!(
+            sample_event("popup.hovered").unwrap_err(),
+            r#"there is no sample "popup.hovered" event"#
+        );
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! Loaded with figment in three layers — built-in defaults, then the TOML
 //! file, then `HOOKGATE_SECTION__KEY` environment variables — and then
-//! checked by [`Config::validate`], which collects *every* problem (unknown
-//! keys included) so an operator fixes a broken config in one round trip.
-//! Nothing here reads secrets or certificates: that is [`crate::load`]'s job,
-//! and its problems are reported through the same [`ConfigErrors`].
+//! checked by [`Config::validate`] (in `validate.rs`), which collects *every*
+//! problem (unknown keys and bad names included) so an operator fixes a
+//! broken config in one round trip, and turns it into the [`ValidConfig`]
+//! that is the only thing [`crate::load`] accepts. Nothing here reads
+//! secrets or certificates: that is [`crate::load`]'s job, and its problems
+//! are reported through the same [`ConfigErrors`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,21 +16,22 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use http::HeaderName;
+use figment::value::Value;
 use serde::{Deserialize, Serialize};
+
+mod validate;
+
+pub(crate) use validate::RouteHeaders;
+pub use validate::ValidConfig;
+
+use crate::named::{Named, alternatives, named_enum};
+use crate::payload::EventKind;
+use crate::verify::signature::Encoding;
 
 /// The environment variable that names the config file (not a config key).
 pub const CONFIG_ENV: &str = "HOOKGATE_CONFIG";
 /// Prefix of the environment layer: `HOOKGATE_UPSTREAM__URL` sets `upstream.url`.
 pub const ENV_PREFIX: &str = "HOOKGATE_";
-
-/// The four Cool Popup event names.
-pub const ALL_EVENTS: [&str; 4] = [
-    "popup.shown",
-    "popup.clicked",
-    "popup.converted",
-    "popup.closed",
-];
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -51,6 +54,11 @@ pub struct Config {
     pub store: Option<StoreConfig>,
     /// Webhook endpoints; the request path picks one by exact match.
     pub routes: Vec<RouteConfig>,
+    /// Values found while reading that name none of their key's choices
+    /// (each read as the first choice instead, so that the rest can still
+    /// be checked): [`validate`](Self::validate) reports them with its own.
+    #[serde(skip)]
+    bad_names: Vec<Problem>,
 }
 
 /// `[dedup]`.
@@ -115,49 +123,92 @@ impl Default for StoreConfig {
     }
 }
 
-/// `store.engine`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreEngine {
-    /// Embedded, one file (one pod).
-    #[default]
-    Sqlite,
-    /// Shared by several replicas.
-    Postgres,
-}
-
-impl StoreEngine {
-    /// The config value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-        }
+named_enum! {
+    /// `store.engine`.
+    #[derive(Default)]
+    pub enum StoreEngine {
+        /// Embedded, one file (one pod).
+        #[default]
+        Sqlite = "sqlite",
+        /// Shared by several replicas.
+        Postgres = "postgres",
     }
 }
 
-/// `store.tls` (postgres).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PgTlsMode {
-    /// Plain TCP (a database on the pod's loopback or a trusted network).
-    Disable,
-    /// TLS, certificate not verified.
-    #[default]
-    Require,
-    /// TLS, certificate and host name verified.
-    VerifyFull,
+named_enum! {
+    /// `store.tls` (postgres).
+    #[derive(Default)]
+    pub enum PgTlsMode {
+        /// Plain TCP (a database on the pod's loopback or a trusted network).
+        Disable = "disable",
+        /// TLS, certificate not verified.
+        #[default]
+        Require = "require",
+        /// TLS, certificate and host name verified.
+        VerifyFull = "verify-full",
+    }
 }
 
-/// `routes[].delivery`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Delivery {
-    /// The provider's 200 means the app answered 2xx.
-    #[default]
-    Direct,
-    /// 200 once the event is durably stored; hookgate delivers it.
-    Queued,
+named_enum! {
+    /// `routes[].delivery`.
+    #[derive(Default)]
+    pub enum Delivery {
+        /// The provider's 200 means the app answered 2xx.
+        #[default]
+        Direct = "direct",
+        /// 200 once the event is durably stored; hookgate delivers it.
+        Queued = "queued",
+    }
+}
+
+named_enum! {
+    /// `routes[].mode`.
+    #[derive(Default)]
+    pub enum RouteMode {
+        /// Only verified events are forwarded.
+        #[default]
+        Enforce = "enforce",
+        /// Every check runs, but failures are forwarded too, marked
+        /// `X-Webhook-Verified: false` with `X-Webhook-Verdict: <error code>`.
+        Shadow = "shadow",
+    }
+}
+
+named_enum! {
+    /// `server.tls.min_version`: the lowest TLS version accepted.
+    #[derive(Default)]
+    pub enum TlsVersion {
+        /// TLS 1.2 and 1.3.
+        #[default]
+        V1_2 = "1.2",
+        /// TLS 1.3 only.
+        V1_3 = "1.3",
+    }
+}
+
+named_enum! {
+    /// `log.format`.
+    #[derive(Default)]
+    pub enum LogFormat {
+        /// One JSON object per line.
+        #[default]
+        Json = "json",
+        /// For a terminal.
+        Pretty = "pretty",
+    }
+}
+
+named_enum! {
+    /// `log.flush`: when lines reach stdout.
+    #[derive(Default)]
+    pub enum LogFlush {
+        /// Gathered while the runtime is busy, written when it has nothing
+        /// else to do (also before exit and on a panic).
+        #[default]
+        Idle = "idle",
+        /// One `write` per line, as it is logged.
+        Line = "line",
+    }
 }
 
 /// `[server]`: the public listener.
@@ -231,7 +282,7 @@ pub struct TlsConfig {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
     /// Lowest TLS version accepted: "1.2" or "1.3".
-    pub min_version: String,
+    pub min_version: TlsVersion,
     /// Development only: ignore the files and serve a throwaway self-signed
     /// certificate for `localhost`, made in memory at start-up.
     pub self_signed: bool,
@@ -243,7 +294,7 @@ impl Default for TlsConfig {
             enabled: true,
             cert_file: PathBuf::from("/etc/hookgate/tls/tls.crt"),
             key_file: PathBuf::from("/etc/hookgate/tls/tls.key"),
-            min_version: "1.2".to_owned(),
+            min_version: TlsVersion::V1_2,
             self_signed: false,
         }
     }
@@ -313,21 +364,21 @@ impl Default for UpstreamConfig {
 #[serde(default)]
 pub struct LogConfig {
     /// "json" (one object per line) or "pretty" (for a terminal).
-    pub format: String,
+    pub format: LogFormat,
     /// A tracing filter: "info", "debug", "hookgate=debug,info", ...
     pub level: String,
     /// When lines reach stdout: "idle" (gathered while the runtime is busy,
     /// written when it has nothing else to do, before exit and on a panic) or
     /// "line" (one `write` per line, as it is logged).
-    pub flush: String,
+    pub flush: LogFlush,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            format: "json".to_owned(),
+            format: LogFormat::Json,
             level: "info".to_owned(),
-            flush: "idle".to_owned(),
+            flush: LogFlush::Idle,
         }
     }
 }
@@ -364,15 +415,15 @@ pub struct RouteConfig {
     /// Names of environment variables holding one secret each.
     pub secret_env: Vec<String>,
     /// Events this route accepts; others get 422 `event_not_allowed`.
-    pub events: Vec<String>,
+    pub events: Vec<EventKind>,
     /// Header carrying the signature.
     pub signature_header: String,
     /// "hex" (either case, optional `sha256=` prefix) or "base64".
-    pub signature_encoding: String,
+    pub signature_encoding: Encoding,
     /// "enforce" (default): only verified events are forwarded. "shadow":
     /// every check runs, but failures are forwarded too, marked
     /// `X-Webhook-Verified: false` with `X-Webhook-Verdict: <error code>`.
-    pub mode: String,
+    pub mode: RouteMode,
     /// What happens to an authentic JSON object whose `event` is absent or
     /// none of the four (the provider's test ping): "acknowledge" (200
     /// `{"status":"acknowledged"}`, nothing forwarded), "forward" (forwarded
@@ -386,7 +437,7 @@ pub struct RouteConfig {
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
     /// Events deduplicated on this route.
-    pub dedup_events: Vec<String>,
+    pub dedup_events: Vec<EventKind>,
     /// How long a delivered key is remembered; unset = `max_event_age`, or
     /// 24h when the age check is off; "0s" turns deduplication off.
     #[serde(with = "humantime_serde")]
@@ -433,17 +484,18 @@ mod humantime_serde_vec {
     }
 }
 
-/// `routes[].unknown_events`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownEvents {
-    /// 200 `{"status":"acknowledged"}`; nothing reaches the app.
-    #[default]
-    Acknowledge,
-    /// Forwarded like a known event.
-    Forward,
-    /// 422 `invalid_payload`, as for any schema violation.
-    Reject,
+named_enum! {
+    /// `routes[].unknown_events`.
+    #[derive(Default)]
+    pub enum UnknownEvents {
+        /// 200 `{"status":"acknowledged"}`; nothing reaches the app.
+        #[default]
+        Acknowledge = "acknowledge",
+        /// Forwarded like a known event.
+        Forward = "forward",
+        /// 422 `invalid_payload`, as for any schema violation.
+        Reject = "reject",
+    }
 }
 
 impl Default for RouteConfig {
@@ -454,14 +506,14 @@ impl Default for RouteConfig {
             upstream_path: String::new(),
             secret_files: Vec::new(),
             secret_env: Vec::new(),
-            events: ALL_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            events: EventKind::ALL.to_vec(),
             signature_header: "X-CoolPopup-Signature".to_owned(),
-            signature_encoding: "hex".to_owned(),
-            mode: "enforce".to_owned(),
+            signature_encoding: Encoding::Hex,
+            mode: RouteMode::Enforce,
             unknown_events: UnknownEvents::default(),
             max_event_age: Duration::from_secs(72 * 3600),
             max_clock_skew: Duration::from_secs(5 * 60),
-            dedup_events: vec!["popup.converted".to_owned()],
+            dedup_events: vec![EventKind::Converted],
             dedup_window: None,
             delivery: Delivery::Direct,
             delivery_concurrency: 4,
@@ -549,9 +601,9 @@ impl Config {
     }
 
     /// Loads defaults, the file, then the environment; reports every unknown
-    /// key (and the first type error). Does not [`validate`](Self::validate):
-    /// [`crate::load::load_all`] does, together with reading the files, so
-    /// that all problems are reported at once.
+    /// key and bad name (and the first type error). Does not
+    /// [`validate`](Self::validate): [`crate::load::load_all`] does, together
+    /// with reading the files, so that all problems are reported at once.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         if !path.is_file() {
             return Err(ConfigErrors(vec![Problem::new(
@@ -570,349 +622,37 @@ impl Config {
 
     /// Loads from an already assembled figment (tests use this with inline TOML).
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigErrors> {
+        let mut tree = figment
+            .extract::<Value>()
+            .map_err(|e| ConfigErrors(figment_problems(e)))?;
+        // serde stops at the first value it cannot take: check the values of
+        // the keys that are names first, all of them, and read a bad one as
+        // its key's first choice so that the rest is still checked.
+        let bad_names = check_names(&mut tree);
+        // Unknown keys: serde stops at the first one too, so find them all
+        // first by walking the merged tree against the struct with serde_ignored.
         let mut problems = Vec::new();
-        // Unknown keys: serde stops at the first one, so find them all first by
-        // walking the merged tree against the struct with serde_ignored.
-        match figment.extract::<figment::value::Value>() {
-            Ok(tree) => {
-                let _ = serde_ignored::deserialize(&tree, |path| {
-                    problems.push(Problem::new(key_path(&path), "unknown key"));
-                })
-                .map(|_: Config| ());
-            }
-            Err(e) => problems.extend(figment_problems(e)),
-        }
+        let _ = serde_ignored::deserialize(&tree, |path| {
+            problems.push(Problem::new(key_path(&path), "unknown key"));
+        })
+        .map(|_: Config| ());
         if !problems.is_empty() {
+            problems.extend(bad_names);
             return Err(ConfigErrors(problems));
         }
-        figment
-            .extract()
-            .map_err(|e| ConfigErrors(figment_problems(e)))
-    }
-
-    /// Checks what serde cannot: ranges, cross-field rules, route sanity.
-    /// Every problem is collected; none stops the others from being found.
-    pub fn validate(&self) -> Result<(), ConfigErrors> {
-        let mut p = Vec::new();
-        let s = &self.server;
-        if s.max_body_bytes == 0 {
-            p.push(Problem::new("server.max_body_bytes", "must be at least 1"));
-        }
-        if s.max_connections == 0 {
-            p.push(Problem::new("server.max_connections", "must be at least 1"));
-        }
-        for (key, d) in [
-            ("server.header_read_timeout", s.header_read_timeout),
-            ("server.body_read_timeout", s.body_read_timeout),
-            ("server.handshake_timeout", s.handshake_timeout),
-            ("server.idle_timeout", s.idle_timeout),
-            ("upstream.timeout", self.upstream.timeout),
-            ("upstream.connect_timeout", self.upstream.connect_timeout),
-        ] {
-            if d.is_zero() {
-                p.push(Problem::new(key, "must be greater than 0"));
-            }
-        }
-        if self.upstream.timeout >= Duration::from_secs(5) {
-            p.push(Problem::new(
-                "upstream.timeout",
-                "must be under 5s, the provider's deadline (it would retry an event the app is still handling)",
-            ));
-        }
-        if self.upstream.connect_timeout > self.upstream.timeout {
-            p.push(Problem::new(
-                "upstream.connect_timeout",
-                "must not exceed upstream.timeout",
-            ));
-        }
-        if !matches!(s.tls.min_version.as_str(), "1.2" | "1.3") {
-            p.push(Problem::new(
-                "server.tls.min_version",
-                format!("must be \"1.2\" or \"1.3\", not {:?}", s.tls.min_version),
-            ));
-        }
-        if !s.tls.enabled && s.trusted_proxies.is_empty() {
-            p.push(Problem::new(
-                "server.trusted_proxies",
-                "must list the TLS-terminating proxies (CIDRs) when server.tls.enabled = false",
-            ));
-        }
-        if s.listen == self.admin.listen && s.listen.port() != 0 {
-            p.push(Problem::new(
-                "admin.listen",
-                "must differ from server.listen",
-            ));
-        }
-        match url::Url::parse(&self.upstream.url) {
-            Ok(u) => {
-                if u.scheme() != "http" {
-                    p.push(Problem::new(
-                        "upstream.url",
-                        "must be an http:// URL (the app is on the pod's loopback)",
-                    ));
-                }
-                if u.host().is_none() {
-                    p.push(Problem::new("upstream.url", "has no host"));
-                }
-                if !(u.path() == "/" || u.path().is_empty())
-                    || u.query().is_some()
-                    || u.fragment().is_some()
-                {
-                    p.push(Problem::new(
-                        "upstream.url",
-                        "must be a base URL without path or query; put the path in routes[].upstream_path",
-                    ));
-                }
-                if !u.username().is_empty() || u.password().is_some() {
-                    p.push(Problem::new("upstream.url", "must not carry credentials"));
-                }
-            }
-            Err(e) => p.push(Problem::new(
-                "upstream.url",
-                format!("is not a valid URL: {e}"),
-            )),
-        }
-        if !matches!(self.log.format.as_str(), "json" | "pretty") {
-            p.push(Problem::new(
-                "log.format",
-                format!("must be \"json\" or \"pretty\", not {:?}", self.log.format),
-            ));
-        }
-        if !matches!(self.log.flush.as_str(), "idle" | "line") {
-            p.push(Problem::new(
-                "log.flush",
-                format!("must be \"idle\" or \"line\", not {:?}", self.log.flush),
-            ));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.push(Problem::new(
-                "log.level",
-                format!("is not a valid filter: {e}"),
-            ));
-        }
-        if self.routes.is_empty() {
-            p.push(Problem::new(
-                "routes",
-                "at least one [[routes]] is required",
-            ));
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            validate_route(i, r, &self.routes[..i], &mut p);
-            if r.delivery == Delivery::Queued && self.store.is_none() {
-                p.push(Problem::new(
-                    "store",
-                    format!(
-                        "routes[{i}] ({:?}) has delivery = \"queued\", which needs a [store]",
-                        r.name
-                    ),
-                ));
-            }
-        }
-        if self.upstream.late_answer_window > Duration::from_secs(3600) {
-            p.push(Problem::new(
-                "upstream.late_answer_window",
-                "must be at most 1h",
-            ));
-        }
-        if self.dedup.max_keys == 0 {
-            p.push(Problem::new("dedup.max_keys", "must be at least 1"));
-        }
-        if let Some(store) = &self.store {
-            validate_store(store, &mut p);
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(p))
-        }
-    }
-}
-
-fn validate_route(i: usize, r: &RouteConfig, earlier: &[RouteConfig], p: &mut Vec<Problem>) {
-    let key = |k: &str| format!("routes[{i}].{k}");
-    if r.name.is_empty() {
-        p.push(Problem::new(key("name"), "is required"));
-    } else if !r
-        .name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    {
-        p.push(Problem::new(
-            key("name"),
-            "may only contain letters, digits, '.', '_' and '-' (it becomes a header and a metric label)",
-        ));
-    } else if earlier.iter().any(|e| e.name == r.name) {
-        p.push(Problem::new(
-            key("name"),
-            format!("{:?} is used by an earlier route", r.name),
-        ));
-    }
-    if !r.path.starts_with('/') || r.path.contains(['?', '#']) {
-        p.push(Problem::new(
-            key("path"),
-            "must start with '/' and carry no query or fragment",
-        ));
-    } else if http::uri::PathAndQuery::try_from(r.path.as_str()).is_err() {
-        p.push(Problem::new(key("path"), "is not a valid URI path"));
-    } else if earlier.iter().any(|e| e.path == r.path) {
-        p.push(Problem::new(
-            key("path"),
-            format!("{:?} is used by an earlier route", r.path),
-        ));
-    }
-    if !r.upstream_path.is_empty()
-        && (!r.upstream_path.starts_with('/')
-            || r.upstream_path.contains(['?', '#'])
-            || http::uri::PathAndQuery::try_from(r.upstream_path.as_str()).is_err())
-    {
-        p.push(Problem::new(
-            key("upstream_path"),
-            "must be a URI path starting with '/' without query or fragment",
-        ));
-    }
-    if r.secret_files.is_empty() && r.secret_env.is_empty() {
-        p.push(Problem::new(
-            key("secret_files"),
-            "the route has no secret: set secret_files or secret_env",
-        ));
-    }
-    for (j, name) in r.secret_env.iter().enumerate() {
-        if name.is_empty() {
-            p.push(Problem::new(
-                format!("routes[{i}].secret_env[{j}]"),
-                "is empty",
-            ));
-        }
-    }
-    if r.events.is_empty() {
-        p.push(Problem::new(
-            key("events"),
-            "at least one event is required",
-        ));
-    }
-    for (j, e) in r.events.iter().enumerate() {
-        if !ALL_EVENTS.contains(&e.as_str()) {
-            p.push(Problem::new(
-                format!("routes[{i}].events[{j}]"),
-                format!("{e:?} is not one of {}", ALL_EVENTS.join(", ")),
-            ));
-        }
-    }
-    if HeaderName::from_bytes(r.signature_header.as_bytes()).is_err() {
-        p.push(Problem::new(
-            key("signature_header"),
-            "is not a valid header name",
-        ));
-    } else if crate::forward::headers::is_managed(&r.signature_header) {
-        p.push(Problem::new(
-            key("signature_header"),
-            "names a header hookgate sets or strips itself",
-        ));
-    }
-    for (j, e) in r.dedup_events.iter().enumerate() {
-        if !ALL_EVENTS.contains(&e.as_str()) {
-            p.push(Problem::new(
-                format!("routes[{i}].dedup_events[{j}]"),
-                format!("{e:?} is not one of {}", ALL_EVENTS.join(", ")),
-            ));
-        }
-    }
-    if let Some(w) = r.dedup_window()
-        && !r.max_event_age.is_zero()
-        && w < r.max_event_age
-    {
-        p.push(Problem::new(
-            key("dedup_window"),
-            "must not be shorter than max_event_age (a replay of a forgotten event would get through the gap)",
-        ));
-    }
-    if r.delivery == Delivery::Queued {
-        if r.mode == "shadow" {
-            p.push(Problem::new(
-                key("delivery"),
-                "\"queued\" cannot be combined with mode = \"shadow\" (only verified events are stored)",
-            ));
-        }
-        if r.delivery_concurrency == 0 {
-            p.push(Problem::new(
-                key("delivery_concurrency"),
-                "must be at least 1",
-            ));
-        }
-        if r.retry_schedule.is_empty() {
-            p.push(Problem::new(
-                key("retry_schedule"),
-                "must have at least one step",
-            ));
-        } else if r.retry_schedule.iter().any(Duration::is_zero) {
-            p.push(Problem::new(
-                key("retry_schedule"),
-                "steps must be greater than 0",
-            ));
-        }
-        for (k, d) in [
-            ("max_delivery_age", r.max_delivery_age),
-            ("retention_delivered", r.retention_delivered),
-            ("retention_dead", r.retention_dead),
-        ] {
-            if d.is_zero() {
-                p.push(Problem::new(key(k), "must be greater than 0"));
-            }
-        }
-    }
-    if !matches!(r.mode.as_str(), "enforce" | "shadow") {
-        p.push(Problem::new(
-            key("mode"),
-            format!("must be \"enforce\" or \"shadow\", not {:?}", r.mode),
-        ));
-    }
-    if !matches!(r.signature_encoding.as_str(), "hex" | "base64") {
-        p.push(Problem::new(
-            key("signature_encoding"),
-            format!(
-                "must be \"hex\" or \"base64\", not {:?}",
-                r.signature_encoding
-            ),
-        ));
-    }
-}
-
-fn validate_store(s: &StoreConfig, p: &mut Vec<Problem>) {
-    if s.timeout.is_zero() {
-        p.push(Problem::new("store.timeout", "must be greater than 0"));
-    }
-    match s.engine {
-        StoreEngine::Sqlite => {
-            if s.path.as_os_str().is_empty() {
-                p.push(Problem::new(
-                    "store.path",
-                    "is required for engine = \"sqlite\"",
-                ));
-            }
-        }
-        StoreEngine::Postgres => {
-            if s.url_file.is_none() && s.url.is_none() {
-                p.push(Problem::new(
-                    "store.url_file",
-                    "is required for engine = \"postgres\" (or set HOOKGATE_STORE__URL)",
-                ));
-            }
-            if s.schema.is_empty()
-                || s.schema.len() > 63
-                || !s
-                    .schema
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                || s.schema.as_bytes()[0].is_ascii_digit()
-                || s.schema.starts_with("pg_")
-            {
-                p.push(Problem::new(
-                    "store.schema",
-                    "must be 1 to 63 of a-z, 0-9 and '_', not starting with a digit or pg_",
-                ));
-            }
-            if s.max_connections == 0 {
-                p.push(Problem::new("store.max_connections", "must be at least 1"));
+        let extracted = match tree.into_dict() {
+            Some(dict) if !bad_names.is_empty() => figment.clone().merge(Replaced(dict)).extract(),
+            _ => figment.extract(),
+        };
+        match extracted {
+            Ok(config) => Ok(Config {
+                bad_names,
+                ..config
+            }),
+            Err(e) => {
+                let mut problems = figment_problems(e);
+                problems.extend(bad_names);
+                Err(ConfigErrors(problems))
             }
         }
     }
@@ -934,6 +674,95 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
         }
         P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
             key_path(parent)
+        }
+    }
+}
+
+/// The keys whose values are names: every value that is none of its key's
+/// names is reported (with the names) and replaced by the first of them. A
+/// named key missing here is still refused by serde, with its path and its
+/// names, but that stops the reading like any type error.
+fn check_names(tree: &mut Value) -> Vec<Problem> {
+    let mut p = Vec::new();
+    if let Some(tls) = child(tree, "server").and_then(|s| child(s, "tls")) {
+        name_at::<TlsVersion>(tls, "server.tls", "min_version", &mut p);
+    }
+    if let Some(log) = child(tree, "log") {
+        name_at::<LogFormat>(log, "log", "format", &mut p);
+        name_at::<LogFlush>(log, "log", "flush", &mut p);
+    }
+    if let Some(store) = child(tree, "store") {
+        name_at::<StoreEngine>(store, "store", "engine", &mut p);
+        name_at::<PgTlsMode>(store, "store", "tls", &mut p);
+    }
+    if let Some(Value::Array(_, routes)) = child(tree, "routes") {
+        for (i, route) in routes.iter_mut().enumerate() {
+            let prefix = format!("routes[{i}]");
+            names_at::<EventKind>(route, &prefix, "events", &mut p);
+            names_at::<EventKind>(route, &prefix, "dedup_events", &mut p);
+            name_at::<Encoding>(route, &prefix, "signature_encoding", &mut p);
+            name_at::<RouteMode>(route, &prefix, "mode", &mut p);
+            name_at::<UnknownEvents>(route, &prefix, "unknown_events", &mut p);
+            name_at::<Delivery>(route, &prefix, "delivery", &mut p);
+        }
+    }
+    p
+}
+
+/// The merged config with the bad names replaced, merged over the layers it
+/// came from: each value keeps its tag, so an error still names the layer
+/// (file or environment) that gave it.
+struct Replaced(figment::value::Dict);
+
+impl figment::Provider for Replaced {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("the config, bad names replaced")
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.0.clone()))
+    }
+}
+
+/// `dict[key]`, if `dict` is a table that has it.
+fn child<'v>(dict: &'v mut Value, key: &str) -> Option<&'v mut Value> {
+    match dict {
+        Value::Dict(_, d) => d.get_mut(key),
+        _ => None,
+    }
+}
+
+/// A string at `dict[key]` that is none of `T`'s names: `must be "a" or "b", not "c"`.
+/// (Another type is left to serde, which reports it.)
+fn name_at<T: Named>(dict: &mut Value, prefix: &str, key: &str, p: &mut Vec<Problem>) {
+    if let Some(Value::String(_, s)) = child(dict, key)
+        && !T::NAMES.contains(&s.as_str())
+    {
+        p.push(Problem::new(
+            format!("{prefix}.{key}"),
+            format!("must be {}, not {s:?}", alternatives(T::NAMES)),
+        ));
+        *s = T::NAMES[0].to_owned();
+    }
+}
+
+/// Each string in the list at `dict[key]` that is none of `T`'s names:
+/// `"c" is not one of a, b`.
+fn names_at<T: Named>(dict: &mut Value, prefix: &str, key: &str, p: &mut Vec<Problem>) {
+    let Some(Value::Array(_, items)) = child(dict, key) else {
+        return;
+    };
+    for (j, item) in items.iter_mut().enumerate() {
+        if let Value::String(_, s) = item
+            && !T::NAMES.contains(&s.as_str())
+        {
+            p.push(Problem::new(
+                format!("{prefix}.{key}[{j}]"),
+                format!("{s:?} is not one of {}", T::NAMES.join(", ")),
+            ));
+            *s = T::NAMES[0].to_owned();
         }
     }
 }
@@ -980,9 +809,8 @@ mod tests {
     use super::*;
     use figment::providers::Format;
 
-    fn load(toml: &str) -> Result<Config, ConfigErrors> {
-        let c = Config::from_figment(&Figment::new().merge(Toml::string(toml)))?;
-        c.validate().map(|()| c)
+    fn load(toml: &str) -> Result<ValidConfig, ConfigErrors> {
+        Config::from_figment(&Figment::new().merge(Toml::string(toml)))?.validate()
     }
 
     const GOOD: &str = r#"
@@ -1062,6 +890,210 @@ mod tests {
         ] {
             assert!(keys.contains(&want), "{want} missing from {keys:?}");
         }
+    }
+
+    /// Every key whose value is a name, all wrong at once: each is reported
+    /// with its path and the names it may take, together with the problems
+    /// `validate` finds in the rest.
+    #[test]
+    fn every_bad_name_is_reported_with_its_key_and_choices() {
+        let e = load(
+            r#"
+            [server.tls]
+            min_version = "1.1"
+            [log]
+            format = "xml"
+            flush = "never"
+            [store]
+            engine = "mysql"
+            tls = "prefer"
+            [[routes]]
+            name = "a b"
+            path = "/a"
+            secret_env = ["X"]
+            mode = "audit"
+            signature_encoding = "hexx"
+            events = ["popup.shown", "popup.exploded"]
+            dedup_events = ["popup.converted", "popup.closed", "converted"]
+            unknown_events = "ignore"
+            delivery = "later"
+            "#,
+        )
+        .unwrap_err();
+        let got: Vec<(&str, &str)> =
+            e.0.iter()
+                .map(|p| (p.key.as_str(), p.message.as_str()))
+                .collect();
+        let events = "popup.shown, popup.clicked, popup.converted, popup.closed";
+        for want in [
+            (
+                "server.tls.min_version",
+                r#"must be "1.2" or "1.3", not "1.1""#.to_owned(),
+            ),
+            (
+                "log.format",
+                r#"must be "json" or "pretty", not "xml""#.to_owned(),
+            ),
+            (
+                "log.flush",
+                r#"must be "idle" or "line", not "never""#.to_owned(),
+            ),
+            (
+                "store.engine",
+                r#"must be "sqlite" or "postgres", not "mysql""#.to_owned(),
+            ),
+            (
+                "store.tls",
+                r#"must be "disable", "require" or "verify-full", not "prefer""#.to_owned(),
+            ),
+            (
+                "routes[0].mode",
+                r#"must be "enforce" or "shadow", not "audit""#.to_owned(),
+            ),
+            (
+                "routes[0].signature_encoding",
+                r#"must be "hex" or "base64", not "hexx""#.to_owned(),
+            ),
+            (
+                "routes[0].events[1]",
+                format!(r#""popup.exploded" is not one of {events}"#),
+            ),
+            (
+                "routes[0].dedup_events[2]",
+                format!(r#""converted" is not one of {events}"#),
+            ),
+            (
+                "routes[0].unknown_events",
+                r#"must be "acknowledge", "forward" or "reject", not "ignore""#.to_owned(),
+            ),
+            (
+                "routes[0].delivery",
+                r#"must be "direct" or "queued", not "later""#.to_owned(),
+            ),
+        ] {
+            assert!(
+                got.contains(&(want.0, want.1.as_str())),
+                "{want:?} missing from {got:#?}"
+            );
+        }
+        // validate's own problems come along; the good names are not reported.
+        assert!(got.iter().any(|p| p.0 == "routes[0].name"), "{got:#?}");
+        assert_eq!(got.len(), 12, "{got:#?}");
+    }
+
+    /// A bad name is read as its key's first choice only so that the rest
+    /// can be checked: the config still fails.
+    #[test]
+    fn a_bad_name_alone_still_fails() {
+        let e = load(&format!("{GOOD}mode = \"Shadow\"\n")).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key, "routes[0].mode");
+    }
+
+    /// Names are checked in every layer (here one merged over the file).
+    #[test]
+    fn bad_names_from_any_layer_are_reported() {
+        let figment = Figment::new()
+            .merge(Toml::string(GOOD))
+            .merge(figment::providers::Serialized::default("log.format", "xml"));
+        let c = Config::from_figment(&figment).unwrap();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.0[0].key, "log.format", "{e}");
+    }
+
+    /// Found together with a bad name: a value of the wrong type (which
+    /// still stops the reading) and unknown keys, each with its source.
+    #[test]
+    fn bad_names_come_with_type_errors_and_unknown_keys() {
+        let e = load(&format!(
+            "[upstream]\ntimeout = \"soon\"\n{GOOD}mode = \"audit\"\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<_> = e.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["upstream.timeout", "routes[0].mode"], "{e}");
+        assert!(e.0[0].message.contains("TOML"), "the source is named: {e}");
+        let e = load(&format!(
+            "[upstream]\ntimout = \"3s\"\n{GOOD}mode = \"audit\"\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<_> = e.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["upstream.timout", "routes[0].mode"], "{e}");
+        // A name of the wrong type is a type error that names the choices.
+        let e = load(&format!("{GOOD}mode = 5\n")).unwrap_err();
+        assert_eq!(e.0[0].key, "routes[0].mode", "{e}");
+        assert!(e.0[0].message.contains(r#""enforce" or "shadow""#), "{e}");
+    }
+
+    #[test]
+    fn names_are_read_into_their_enums() {
+        let c = load(&format!(
+            "[server.tls]\nmin_version = \"1.3\"\n[log]\nformat = \"pretty\"\nflush = \"line\"\n\
+             {GOOD}mode = \"shadow\"\nsignature_encoding = \"base64\"\n\
+             events = [\"popup.closed\"]\ndedup_events = []\n"
+        ))
+        .unwrap();
+        assert_eq!(c.server.tls.min_version, TlsVersion::V1_3);
+        assert_eq!(c.log.format, LogFormat::Pretty);
+        assert_eq!(c.log.flush, LogFlush::Line);
+        let r = &c.routes[0];
+        assert_eq!(r.mode, RouteMode::Shadow);
+        assert_eq!(r.signature_encoding, Encoding::Base64);
+        assert_eq!(r.events, [EventKind::Closed]);
+        assert!(r.dedup_events.is_empty());
+        // And printed back (by `check`) as the same names.
+        let printed = toml::to_string(&*c).unwrap();
+        for line in [
+            r#"min_version = "1.3""#,
+            r#"format = "pretty""#,
+            r#"mode = "shadow""#,
+            r#"events = ["popup.closed"]"#,
+        ] {
+            assert!(printed.contains(line), "{line} not in\n{printed}");
+        }
+    }
+
+    /// `validate` parses `upstream.url` once, for the client: the URL
+    /// parser it checks with and the client's must both take it.
+    #[test]
+    fn upstream_url_is_parsed_for_the_client() {
+        let c = load(&format!(
+            "[upstream]\nurl = \"http://App.local:8080/\"\n{GOOD}"
+        ))
+        .unwrap();
+        let target = format!("{:?}", c.upstream_target());
+        assert!(
+            target.contains(r#"authority: "App.local:8080""#),
+            "{target}"
+        );
+        assert!(target.contains(r#"host: "App.local:8080""#), "{target}");
+        // Accepted by the URL check (IDNA) but not a usable authority.
+        let e = load(&format!("[upstream]\nurl = \"http://exämple.com\"\n{GOOD}")).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].key, "upstream.url");
+        assert_eq!(e.0[0].message, "is not a usable http://host:port URL");
+        // Already reported by the URL check: not twice.
+        let e = load(&format!("[upstream]\nurl = \"https://app\"\n{GOOD}")).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+    }
+
+    /// Every route of a valid config comes with its headers.
+    #[test]
+    fn valid_routes_carry_their_headers() {
+        let c = load(&format!(
+            "{GOOD}{}signature_header = \"X-Other-Signature\"\n",
+            GOOD.replace("coolpopup", "second")
+        ))
+        .unwrap();
+        let routes: Vec<_> = c
+            .routes()
+            .map(|(r, h)| (r.name.as_str(), h.name.clone(), h.signature.clone()))
+            .collect();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].0, "coolpopup");
+        assert_eq!(routes[0].1, "coolpopup");
+        assert_eq!(routes[0].2, "x-coolpopup-signature");
+        assert_eq!(routes[1].1, "second");
+        assert_eq!(routes[1].2, "x-other-signature");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::UpstreamConfig;
+use crate::config::ValidConfig;
 use crate::forward::UpstreamRequest;
 
 /// At most this many idle connections are kept.
@@ -63,10 +63,32 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// The upstream URL cannot be used (validate() normally catches this first).
-#[derive(Debug, thiserror::Error)]
-#[error("upstream.url {0:?} is not a usable http://host:port URL")]
-pub struct BadUpstreamUrl(String);
+/// `upstream.url` as the client uses it, parsed once by
+/// [`Config::validate`](crate::config::Config::validate).
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// `host:port`, to connect to.
+    authority: String,
+    /// The URL's authority as written, for the `Host` header.
+    host: HeaderValue,
+}
+
+impl UpstreamTarget {
+    /// From an `http://host[:port]` URL; None if it is not one.
+    pub(crate) fn parse(url: &str) -> Option<Self> {
+        let uri: Uri = url.parse().ok()?;
+        if uri.scheme_str() != Some("http") {
+            return None;
+        }
+        let authority = uri.authority()?;
+        let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        let port = authority.port_u16().unwrap_or(80);
+        Some(Self {
+            authority: format!("{}:{port}", authority.host()),
+            host,
+        })
+    }
+}
 
 /// Why an exchange with the app failed, with its cause.
 #[derive(Debug, thiserror::Error)]
@@ -109,18 +131,12 @@ impl TransportError {
 }
 
 impl Upstream {
-    /// A client for `config.url` with a keep-alive pool.
-    pub fn new(config: &UpstreamConfig) -> Result<Self, BadUpstreamUrl> {
-        let bad = || BadUpstreamUrl(config.url.clone());
-        let uri: Uri = config.url.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad());
-        }
-        let authority = uri.authority().ok_or_else(bad)?;
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
-        let port = authority.port_u16().unwrap_or(80);
-        Ok(Self {
-            authority: format!("{}:{port}", authority.host()),
+    /// A client for `upstream.url` with a keep-alive pool.
+    pub fn new(config: &ValidConfig) -> Self {
+        let UpstreamTarget { authority, host } = config.upstream_target().clone();
+        let config = &config.upstream;
+        Self {
+            authority,
             idle: Arc::default(),
             reaper_started: AtomicBool::new(false),
             connect_timeout: config.connect_timeout,
@@ -128,7 +144,7 @@ impl Upstream {
             host,
             timeout: config.timeout,
             max_response_bytes: config.max_response_bytes,
-        })
+        }
     }
 
     /// The upstream's authority, for the `Host` header.

@@ -17,7 +17,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsConfig;
+use crate::config::{TlsConfig, TlsVersion};
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -154,11 +154,12 @@ impl ResolvesServerCert for CertStore {
 
 /// The rustls server config: protocol floor, ALPN, and the cert store.
 pub fn server_config(tls: &TlsConfig, certs: Arc<CertStore>) -> Result<ServerConfig, TlsError> {
-    let versions: &[&'static rustls::SupportedProtocolVersion] = if tls.min_version == "1.3" {
-        &[&rustls::version::TLS13]
-    } else {
-        &[&rustls::version::TLS13, &rustls::version::TLS12]
-    };
+    let versions: &[&'static rustls::SupportedProtocolVersion] =
+        if tls.min_version == TlsVersion::V1_3 {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .map_err(|e| TlsError::Mismatch(e.to_string()))?

@@ -24,7 +24,7 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{self, FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, LogFlush, LogFormat};
 
 /// Lines logged but not yet written to stdout.
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -35,7 +35,7 @@ const FLUSH_AT: usize = 64 * 1024;
 /// Installs the global subscriber. `log.level` was validated beforehand; a
 /// filter that still fails to parse falls back to `info`.
 pub fn init(config: &LogConfig) {
-    if config.flush == "idle" {
+    if config.flush == LogFlush::Idle {
         init_with(config, || Gathered);
         flush_on_panic();
     } else {
@@ -54,7 +54,7 @@ where
         .with_target(false)
         .with_ansi(ansi)
         .with_writer(writer);
-    let result = if config.format == "pretty" {
+    let result = if config.format == LogFormat::Pretty {
         builder.try_init()
     } else {
         builder.event_format(JsonLine).try_init()

@@ -14,47 +14,25 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-/// The four event kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    /// `popup.shown`
-    Shown,
-    /// `popup.clicked`
-    Clicked,
-    /// `popup.converted`
-    Converted,
-    /// `popup.closed`
-    Closed,
-}
-
-impl EventKind {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Shown => "popup.shown",
-            Self::Clicked => "popup.clicked",
-            Self::Converted => "popup.converted",
-            Self::Closed => "popup.closed",
-        }
-    }
-
-    /// From the wire name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "popup.shown" => Some(Self::Shown),
-            "popup.clicked" => Some(Self::Clicked),
-            "popup.converted" => Some(Self::Converted),
-            "popup.closed" => Some(Self::Closed),
-            _ => None,
-        }
+crate::named::named_enum! {
+    /// The four event kinds, by their wire names.
+    pub enum EventKind {
+        /// `popup.shown`
+        Shown = "popup.shown",
+        /// `popup.clicked`
+        Clicked = "popup.clicked",
+        /// `popup.converted`
+        Converted = "popup.converted",
+        /// `popup.closed`
+        Closed = "popup.closed",
     }
 }
 
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The violation of an `event` that names none of the four.
+static NOT_AN_EVENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+    format!("must be one of {}", names.join(", "))
+});
 
 /// What the rest of the pipeline needs from a valid event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -507,11 +485,7 @@ impl<'de> TopLevel<'de> {
                 let kind = EventKind::from_name(name);
                 if kind.is_none() {
                     unknown = Some(Some(name.clone()));
-                    violation(
-                        &mut out,
-                        "/event",
-                        "must be one of popup.shown, popup.clicked, popup.converted, popup.closed",
-                    );
+                    violation(&mut out, "/event", &NOT_AN_EVENT);
                 }
                 kind
             }
@@ -1007,6 +981,10 @@ mod tests {
         );
         let u = unknown(r#"{"event":"popup.hovered","campaign_id":"camp_1","page_url":5}"#);
         assert_eq!(u.campaign_id.as_deref(), Some("camp_1"));
+        assert_eq!(
+            u.violations[0].message,
+            "must be one of popup.shown, popup.clicked, popup.converted, popup.closed"
+        );
         assert_eq!(
             unknown(r#"{"event":"x","campaign_id":" "}"#).campaign_id,
             None

@@ -16,23 +16,15 @@ use crate::verify::secret::Secret;
 /// Length of an HMAC-SHA256 tag.
 pub const MAC_LEN: usize = 32;
 
-/// How a route's signature header is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// 64 hex digits, either case, optionally prefixed with `sha256=`.
-    Hex,
-    /// Standard base64 alphabet, padding optional, no prefix.
-    Base64,
-}
-
-impl Encoding {
-    /// From the config's `signature_encoding` (validated beforehand).
-    pub fn from_config(name: &str) -> Option<Self> {
-        match name {
-            "hex" => Some(Self::Hex),
-            "base64" => Some(Self::Base64),
-            _ => None,
-        }
+crate::named::named_enum! {
+    /// How a route's signature header is encoded (`routes[].signature_encoding`).
+    #[derive(Default)]
+    pub enum Encoding {
+        /// 64 hex digits, either case, optionally prefixed with `sha256=`.
+        #[default]
+        Hex = "hex",
+        /// Standard base64 alphabet, padding optional, no prefix.
+        Base64 = "base64",
     }
 }
 

@@ -441,8 +441,9 @@ impl Sidecar {
         std::fs::write(&secret_file, [SECRET, b"\n"].concat()).unwrap();
         let text = config_text(&opts, &tls, &secret_file);
         let config = Config::from_figment(&Figment::new().merge(Toml::string(&text)))
+            .map_err(|e| e.to_string())?
+            .validate()
             .map_err(|e| e.to_string())?;
-        config.validate().map_err(|e| e.to_string())?;
         let loaded = hookgate::load(config).map_err(|e| e.to_string())?;
         let listeners = Listeners {
             public: TcpListener::bind("127.0.0.1:0").await.unwrap(),
