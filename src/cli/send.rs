@@ -1,11 +1,18 @@
 //! A small HTTPS client for `hookgate send` (and the tests): one request on
 //! a fresh TLS connection, HTTP/1.1 or HTTP/2 by ALPN.
 
+use std::process::ExitCode;
+
+use super::fail;
+use super::sample::sample_event;
+use super::sign::{read_body, read_secret};
+use crate::verify::signature;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -194,5 +201,71 @@ impl ServerCertVerifier for AcceptAnyCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `hookgate send`: signs and POSTs a sample (or given) event; prints the
+/// status and the answer; exit 0 on 200.
+pub(super) fn command(
+    url: &str,
+    secret_file: &Path,
+    event: &str,
+    body_file: Option<&Path>,
+    trust: Trust,
+) -> ExitCode {
+    let secret = match read_secret(secret_file) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let body = match body_file {
+        Some(_) => match read_body(body_file) {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        },
+        None => match sample_event(event) {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        },
+    };
+    let signature = signature::sign_hex(&body, &secret);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::USER_AGENT,
+            concat!("hookgate-send/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(
+            "x-coolpopup-signature",
+            HeaderValue::from_str(&signature).unwrap_or(HeaderValue::from_static("")),
+        )
+        .body(Full::new(Bytes::from(body)));
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return fail(format!("invalid URL {url:?}: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(send(request, &trust)) {
+        Ok(response) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", response.status());
+            let _ = out.write_all(response.body());
+            if !response.body().ends_with(b"\n") {
+                let _ = writeln!(out);
+            }
+            if response.status() == http::StatusCode::OK {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => fail(e),
     }
 }
