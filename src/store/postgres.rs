@@ -617,7 +617,7 @@ fn client_tls(mode: PgTls, ca_file: Option<&Path>) -> Result<rustls::ClientConfi
             webpki_verifier(roots, &provider)?
         }
         (_, Some(roots)) => Arc::new(ChainOnly(webpki_verifier(roots, &provider)?)),
-        (_, None) => Arc::new(AnyCertificate(provider)),
+        (_, None) => Arc::new(crate::net::tls::AnyCertificate(provider)),
     };
     Ok(builder
         .dangerous()
@@ -636,56 +636,6 @@ fn webpki_verifier(
     .build()
     .map_err(|e| StoreError::Open(format!("store TLS: {e}")))?;
     Ok(verifier)
-}
-
-/// `tls = "require"` without `ca_file`: encrypted, any certificate (libpq's
-/// `require`). The handshake's signatures are still checked.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// `tls = "require"` with `ca_file`: the chain is checked, the name is not
