@@ -41,6 +41,16 @@ CONNS=${CONNS:-64}
 SUT_CPU=${SUT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PHASES=${PHASES:-max fixed converted}
+# After each "max" of a queued target with the app up: delivery on its own
+# (the backlog the run left, no load) for DRAIN seconds.
+DRAIN=${DRAIN:-5}
+# routes[].delivery_concurrency of the queued targets (empty: hookgate's default, 4).
+DELIVERY_CONCURRENCY=${DELIVERY_CONCURRENCY:-}
+# Lines added to postgresql.conf, e.g. "autovacuum_naptime = 1s": a fresh
+# schema has no planner statistics until autovacuum's first ANALYZE (up to
+# a minute, the default naptime), and until then each lease sorts the whole
+# backlog (RESULTS-postgres.md).
+PG_CONF_EXTRA=${PG_CONF_EXTRA:-}
 TARGETS=${TARGETS:-direct sqlite postgres pg-ingest}
 NICE=${NICE:--10}
 if [ -w /proc/self/autogroup ]; then echo "$NICE" > /proc/self/autogroup 2>/dev/null || true; fi
@@ -118,6 +128,7 @@ shared_buffers = 256MB
 # The defaults, spelled out: a commit is flushed to disk before it returns.
 fsync = on
 synchronous_commit = on
+$PG_CONF_EXTRA
 EOF
 nice -n "$NICE" taskset -c "$LOAD_CPU" "${PG_AS[@]}" \
     "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pgsock/server.log" -w -t 60 start >/dev/null \
@@ -186,12 +197,14 @@ start() {
         direct) ;;
         sqlite)
             mkdir -p "$WORK/sqlite-$STARTS"
-            route='delivery = "queued"'
+            route="delivery = \"queued\"${DELIVERY_CONCURRENCY:+
+delivery_concurrency = $DELIVERY_CONCURRENCY}"
             store="[store]
 engine = \"sqlite\"
 path = \"$WORK/sqlite-$STARTS/events.db\"" ;;
         postgres | pg-ingest)
-            route='delivery = "queued"'
+            route="delivery = \"queued\"${DELIVERY_CONCURRENCY:+
+delivery_concurrency = $DELIVERY_CONCURRENCY}"
             [ "$t" = postgres ] || app="http://127.0.0.1:$HUNG_PORT"
             store="[store]
 engine = \"postgres\"
@@ -244,7 +257,7 @@ OUTCOME='hookgate_requests_total{route="coolpopup",outcome="%s"}'
 URL_PATH=/webhooks/coolpopup
 
 RAW=$OUT/raw.tsv
-printf 'target\tphase\trun\trate\trequests\tseconds\trps\tp50_ms\tp90_ms\tp99_ms\tp999_ms\tcpu_us\tpg_cpu_us\tbatch_mean\tcommit_ms\tdelivered_rps\n' > "$RAW"
+printf 'target\tphase\trun\trate\trequests\tseconds\trps\tp50_ms\tp90_ms\tp99_ms\tp999_ms\tcpu_us\tpg_cpu_us\tbatch_mean\tcommit_ms\tdelivered_rps\tdrain_rps\n' > "$RAW"
 declare -A MAXRPS
 
 # $1 target, $2 phase, $3 run ("warm" is not recorded). Starts the target on
@@ -317,6 +330,11 @@ print(n, int(d["seconds"] * 1e6), d["p50_ms"], d["p90_ms"], d["p99_ms"], d["p999
             'BEGIN {n = c1 - c0; printf "%.1f %.2f\n", (s1 - s0) / (n ? n : 1), 1000 * (m1 - m0) / (n ? n : 1)}')
     fi
     [ "$t" = pg-ingest ] || delivered=$(awk -v n=$((app1 - app0)) -v us="$dur_us" 'BEGIN {printf "%.0f", n / (us / 1e6)}')
+    local drain=-
+    if [ "$phase" = max ] && { [ "$t" = sqlite ] || [ "$t" = postgres ]; } && [ "$DRAIN" -gt 0 ]; then
+        local d0 d1; d0=$(app_count); sleep "$DRAIN"; d1=$(app_count)
+        drain=$(( (d1 - d0) / DRAIN ))
+    fi
     stop
     local rps; rps=$(awk -v n="$requests" -v us="$dur_us" 'BEGIN {printf "%.0f", n / (us / 1e6)}')
     # The fixed phase of a run asks for half of the same run's max.
@@ -325,8 +343,9 @@ print(n, int(d["seconds"] * 1e6), d["p50_ms"], d["p90_ms"], d["p99_ms"], d["p999
     awk -v t="$t" -v ph="$phase" -v run="$run" -v rate="$rate" -v n="$requests" -v us="$dur_us" \
         -v p50="$p50" -v p90="$p90" -v p99="$p99" -v p999="$p999" \
         -v ticks=$((t1 - t0)) -v pgt=$((pg1 - pg0)) -v hz="$CLK_TCK" -v b="$batch" -v c="$commit" -v dr="$delivered" \
-        'BEGIN {s = us / 1e6; printf "%s\t%s\t%s\t%s\t%d\t%.2f\t%.0f\t%.2f\t%s\t%.2f\t%s\t%.0f\t%.0f\t%s\t%s\t%s\n",
-            t, ph, run, rate, n, s, n / s, p50, p90, p99, p999, ticks / hz * 1e6 / n, pgt / hz * 1e6 / n, b, c, dr}' >> "$RAW"
+        -v drain="$drain" \
+        'BEGIN {s = us / 1e6; printf "%s\t%s\t%s\t%s\t%d\t%.2f\t%.0f\t%.2f\t%s\t%.2f\t%s\t%.0f\t%.0f\t%s\t%s\t%s\t%s\n",
+            t, ph, run, rate, n, s, n / s, p50, p90, p99, p999, ticks / hz * 1e6 / n, pgt / hz * 1e6 / n, b, c, dr, drain}' >> "$RAW"
 }
 
 log "warm-up (2 s each); pg_test_fsync: $FSYNC fdatasync/s"
@@ -364,7 +383,7 @@ w("$(date -u +%Y-%m-%dT%H:%MZ), \`bash benches/queued/postgres.sh\` (RUNS=$RUNS 
 w("$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), sidecar (worker_threads = 1) on CPU $SUT_CPU,")
 w("load, app and PostgreSQL on CPU $LOAD_CPU; load average before $LOAD_BEFORE, after $LOAD_AFTER;")
 w("$PG_VERSION on $(df -T "$WORK" | awk 'NR==2 {print $2 " (" $1 ")"}'), pg_test_fsync: $FSYNC fdatasync/s (8 kB).")
-w("Cells: median over runs.")
+w("Cells: median over runs. delivery_concurrency: ${DELIVERY_CONCURRENCY:-4 (default)}; postgresql.conf additions: ${PG_CONF_EXTRA:-none}.")
 names = {"max": "max throughput (wrk, closed loop, popup.shown)",
          "fixed": "ack latency at 50% of the same run's max (open loop, popup.shown)",
          "converted": "max throughput, distinct popup.converted (dedup key per event; closed loop)"}
@@ -372,10 +391,10 @@ for ph in phases:
     w("")
     w(f"### {names.get(ph, ph)}")
     w("")
-    w("| target | rate asked | events/s | p50 ms | p90 ms | p99 ms | p99.9 ms | sidecar CPU-µs/event | PostgreSQL CPU-µs/event | batch mean | commit ms | delivered/s meanwhile |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("| target | rate asked | events/s | p50 ms | p90 ms | p99 ms | p99.9 ms | sidecar CPU-µs/event | PostgreSQL CPU-µs/event | batch mean | commit ms | delivered/s meanwhile | delivered/s after, no load |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t in targets:
-        w(f"| {t} | {f(med(t, ph, 'rate'))} | {f(med(t, ph, 'rps'))} | {f(med(t, ph, 'p50_ms'), '%.2f')} | {f(med(t, ph, 'p90_ms'), '%.2f')} | {f(med(t, ph, 'p99_ms'), '%.2f')} | {f(med(t, ph, 'p999_ms'), '%.2f')} | {f(med(t, ph, 'cpu_us'))} | {f(med(t, ph, 'pg_cpu_us'))} | {f(med(t, ph, 'batch_mean'), '%.1f')} | {f(med(t, ph, 'commit_ms'), '%.2f')} | {f(med(t, ph, 'delivered_rps'))} |")
+        w(f"| {t} | {f(med(t, ph, 'rate'))} | {f(med(t, ph, 'rps'))} | {f(med(t, ph, 'p50_ms'), '%.2f')} | {f(med(t, ph, 'p90_ms'), '%.2f')} | {f(med(t, ph, 'p99_ms'), '%.2f')} | {f(med(t, ph, 'p999_ms'), '%.2f')} | {f(med(t, ph, 'cpu_us'))} | {f(med(t, ph, 'pg_cpu_us'))} | {f(med(t, ph, 'batch_mean'), '%.1f')} | {f(med(t, ph, 'commit_ms'), '%.2f')} | {f(med(t, ph, 'delivered_rps'))} | {f(med(t, ph, 'drain_rps'))} |")
 if "max" in phases:
     w("")
     w("Per-run events/s at max (wrk), and ratios within a run:")
