@@ -368,6 +368,10 @@ pub struct Options {
     pub tls_extra: String,
     /// Extra lines under [admin].
     pub admin_extra: String,
+    /// The (public, admin) ports the config text names, for a spawned
+    /// `hookgate serve`; `None`: port 0 (the in-process sidecar binds its
+    /// own listeners and ignores these keys).
+    pub listen_ports: Option<(u16, u16)>,
 }
 
 impl Options {
@@ -383,16 +387,18 @@ impl Options {
             reload_interval: "0s",
             tls_extra: String::new(),
             admin_extra: String::new(),
+            listen_ports: None,
         }
     }
 }
 
 /// The config text for `opts`, with the secret in `secret_file`.
 pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String {
+    let (port, admin_port) = opts.listen_ports.unwrap_or((0, 0));
     let mut t = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{}{}\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 65536\n{}{}\n\
          [server.tls]\ncert_file = {:?}\nkey_file = {:?}\n{}\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n{}\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}\n\
          [upstream]\nurl = {:?}\ntimeout = {:?}\nconnect_timeout = \"500ms\"\n{}\n\
          [reload]\ninterval = {:?}\n",
         // 2 s unless the test sets its own.
