@@ -191,6 +191,7 @@ impl Hookgate {
     /// in-flight requests get `shutdown_grace` to finish.
     pub async fn run(mut self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let stopped = CancellationToken::new();
+        let started = Instant::now();
         let admin = tokio::spawn(admin::serve(
             listeners.admin,
             AdminState {
@@ -202,7 +203,8 @@ impl Hookgate {
                 token: self.admin_token.clone(),
                 store: self.gate.queue.clone(),
                 started_at: console::now_millis(),
-                started: Instant::now(),
+                started,
+                rates: console::RateWindow::new(started),
             },
             stopped.clone().cancelled_owned(),
         ));
