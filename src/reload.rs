@@ -105,6 +105,11 @@ impl Reloader {
         if let Some(store) = &tls.store {
             set_expiry(&metrics, store);
         }
+        // What this reloader watches has its reload series from the start.
+        if tls.files.is_some() {
+            metrics.declare_reloads("tls");
+        }
+        metrics.declare_reloads("secrets");
         let secret_errors = routes.iter().map(|_| None).collect();
         Self {
             routes,
@@ -122,6 +127,9 @@ impl Reloader {
 
     /// Also re-reads `admin.token_file`.
     pub(crate) fn with_admin_token(mut self, token: Option<Arc<TokenFile>>) -> Self {
+        if token.is_some() {
+            self.metrics.declare_reloads("admin_token");
+        }
         self.admin_token = token;
         self
     }
