@@ -26,6 +26,7 @@ Needs Debian's `chromium` and `chromium-driver` (paths from $CHROMIUM / $CHROMED
 PATH) and `pip install selenium`; the driver is never downloaded.
 """
 
+import base64
 import datetime
 import hashlib
 import hmac
@@ -53,6 +54,7 @@ PATH = "/webhooks/coolpopup"
 QUEUED = "leads"
 QUEUED_PATH = "/webhooks/leads"
 ADMIN_TOKEN = "console-browser-test-token-0123456789"
+CERT_CN = "hooks.browser-test.example"
 WAIT = 20  # seconds WebDriverWait gives the page to show something
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -120,9 +122,21 @@ class App:
 class Hookgate:
     """The binary under test with a config of its own in a temporary directory."""
 
-    def __init__(self, binary, app_port, workdir, store=False):
+    def __init__(self, binary, app_port, workdir, store=False, cert_days=None):
         self.port, self.admin_port = free_port(), free_port()
         os.makedirs(workdir, exist_ok=True)
+        tls = "self_signed = true"
+        if cert_days is not None:
+            # A certificate of our own that expires in cert_days days.
+            crt, key = os.path.join(workdir, "tls.crt"), os.path.join(workdir, "tls.key")
+            made = subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-days", str(cert_days), "-subj", f"/CN={CERT_CN}",
+                 "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                 "-keyout", key, "-out", crt], capture_output=True, timeout=30)
+            check(made.returncode == 0, f"openssl: {made.stderr.decode(errors='replace')[-300:]}")
+            tls = f'cert_file = "{crt}"\nkey_file = "{key}"'
+
         secret = os.path.join(workdir, "secret")
         with open(secret, "wb") as f:
             f.write(SECRET + b"\n")
@@ -150,7 +164,7 @@ delivery = "queued"
 [server]
 listen = "127.0.0.1:{self.port}"
 [server.tls]
-self_signed = true
+{tls}
 [admin]
 listen = "127.0.0.1:{self.admin_port}"
 {admin_extra}
@@ -287,19 +301,31 @@ def check_route_counts(driver, side):
     check(sig.startswith("1") and "1 in the last minute" in sig, f"signature failures show {sig!r}")
     check("bad" in driver.find_element(By.CSS_SELECTOR, f"{row} td.sig").get_attribute("class"),
           "a signature failure in the last minute is not shown red")
-    rate = text_of(driver, f"{row} td.rate") or ""
-    check("/min" in rate and "2 forwarded, 1 rejected" in rate, f"last minute shows {rate!r}")
+    # Over the uptime while it is under a minute (a rate once it is over a second).
+    wait_until(driver, lambda d: "/min" in (text_of(d, f"{row} td.rate") or ""),
+               f"a rate in the last minute (shows {text_of(driver, f'{row} td.rate')!r})")
+    rate = text_of(driver, f"{row} td.rate")
+    check("2 forwarded, 1 rejected" in rate, f"last minute shows {rate!r}")
     for cell in ("p50", "p99"):
         value = text_of(driver, f"{row} td.{cell}")
         check(value and value.endswith(("ms", " s")), f"{cell} shows {value!r}")
     check(text_of(driver, "#version") not in (None, ""), "no version shown")
-    subject = text_of(driver, "#certificate") or ""
-    check(subject.startswith("CN=") and "localhost" in subject, f"certificate shows {subject!r}")
+    check(text_of(driver, "#ready") == "yes", f"ready shows {text_of(driver, '#ready')!r}")
+
+
+def check_certificate(driver, subject, red):
+    """The certificate's subject and names, and its expiry: red under 14 days."""
+    wait_until(driver, lambda d: (text_of(d, "#certificate") or "").startswith(subject),
+               f"certificate subject {subject!r} (shows {text_of(driver, '#certificate')!r})")
+    shown = text_of(driver, "#certificate")
+    check("localhost" in shown and "127.0.0.1" in shown, f"certificate shows {shown!r}")
     expiry = driver.find_element(By.ID, "cert-expiry")
     check(" UTC (in " in expiry.text, f"expiry shows {expiry.text!r}")
-    # The throwaway certificate is valid for years: not red.
-    check("bad" not in (expiry.get_attribute("class") or ""), "a distant expiry is shown red")
-    check(text_of(driver, "#ready") == "yes", f"ready shows {text_of(driver, '#ready')!r}")
+    is_red = "bad" in (expiry.get_attribute("class") or "")
+    check(is_red == red, f"expiry {expiry.text!r} is {'' if is_red else 'not '}red")
+    colour = expiry.value_of_css_property("color")
+    normal = driver.find_element(By.ID, "updated").value_of_css_property("color")
+    check((colour != normal) == red, f"expiry colour {colour}, updated's {normal}")
 
 
 def check_without_store(driver, side):
@@ -347,7 +373,14 @@ def check_replay(driver, side, app, event_id):
     driver.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
     click_action(driver, event_id, "replay")
     wait_text(driver, "#action-result", f"Replayed {event_id}.", "replay result")
-    wait_until(driver, lambda d: dead_row(d, event_id) is None, f"dead row for {event_id} gone")
+    try:
+        wait_until(driver, lambda d: dead_row(d, event_id) is None, "")
+    except Failed:
+        stored = [e for e in side.events() if e["id"] == event_id]
+        raise Failed(f"dead row for {event_id} not gone within {WAIT} s; the row: "
+                     f"{dead_row(driver, event_id).text if dead_row(driver, event_id) else None!r}, "
+                     f"the store: {stored!r}, the app answered {app.lead_statuses(event_id)}, "
+                     f"page problem: {text_of(driver, '#problem')!r}, updated {text_of(driver, '#updated')!r}")
     wait_until(driver, lambda d: 200 in app.lead_statuses(event_id), "the replayed event delivered")
     states = {e["id"]: e["state"] for e in side.events()}
     check(states.get(event_id) == "delivered", f"after the replay the store says {states.get(event_id)!r}")
@@ -421,14 +454,17 @@ def check_csp_enforced(driver):
 
 
 def screenshot(driver, paths):
-    """The whole page (the window made as tall as the page), as PNG at each path."""
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1300, min(max(int(height) + 40, 600), 4000))
+    """The whole page, below the window's fold too (DevTools' captureBeyondViewport), as PNG
+    at each path."""
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot",
+                                  {"format": "png", "captureBeyondViewport": True})
+    png = base64.b64decode(shot["data"])
+    check(png.startswith(b"\x89PNG"), "the screenshot is no PNG")
     for path in paths:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        check(driver.save_screenshot(path), f"no screenshot saved at {path}")
-        print(f"     screenshot: {path}")
-    driver.set_window_size(1300, 900)
+        with open(path, "wb") as f:
+            f.write(png)
+        print(f"     screenshot: {path} ({len(png)} bytes)")
 
 
 # === the runs ===
@@ -470,13 +506,15 @@ def without_store(binary, workdir, run):
     app = App()
     side = driver = None
     try:
-        side = Hookgate(binary, app.port, os.path.join(workdir, "direct"))
+        side = Hookgate(binary, app.port, os.path.join(workdir, "direct"), cert_days=7)
         signed_traffic(side, 2, 1, "direct")
         check(app.count == 2, f"the app got {app.count} requests, want 2")
         driver = browser()
         driver.get(f"{side.admin_url}/")
-        run.check("route row: counts, last minute, signature failures, certificate",
+        run.check("route row: counts, last minute, signature failures",
                   lambda: check_route_counts(driver, side))
+        run.check("certificate: subject and names, expiring in 7 days shown red",
+                  lambda: check_certificate(driver, f"CN={CERT_CN}", red=True))
         run.check("no store", lambda: check_without_store(driver, side))
         run.check("security headers", lambda: check_headers(side))
         run.check("browser log clean", lambda: check_browser_log(driver))
@@ -514,6 +552,8 @@ def with_store(binary, workdir, run, shots):
         listed = run.check("dead events listed (id, route, event, attempts, last error)",
                            lambda: check_dead_events_listed(driver, side, app, ids))
         run.check("chart drawn (SVG path and rect)", lambda: check_chart(driver, side))
+        run.check("certificate: the self-signed one, valid for years, not red",
+                  lambda: check_certificate(driver, "CN=", red=False))
         run.check("screenshot", lambda: screenshot(driver, shots))
         if listed:
             run.check("Replay: needs the token, then delivered and gone",
@@ -559,8 +599,11 @@ def main():
                 if side is None:
                     continue
                 with open(side.log.name, "rb") as f:
-                    tail = f.read()[-3000:].decode(errors="replace")
-                print(f"--- {side.log.name} (tail) ---\n" + tail)
+                    lines = f.read().decode(errors="replace").splitlines()
+                # The deliveries, the actions and every warning, then the last lines.
+                keep = [line for line in lines[:-15] if any(k in line for k in (
+                    "delivery attempt", "admin action", '"WARN"', '"ERROR"'))]
+                print(f"--- {side.log.name} ---\n" + "\n".join(keep[-40:] + lines[-15:]))
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{run.passed} passed, {run.failed} failed, {run.skipped} skipped")
     return 1 if run.failed else 0

@@ -76,11 +76,9 @@
   // The last minute's cell: requests per minute, then what they came to.
   function lastMinute(m) {
     const box = el('div');
-    if (m.per_second === null) {
-      box.textContent = '–';
-      return box;
-    }
-    box.appendChild(el('span', `${perMinute(m.requests, m.seconds)}/min`, 'main'));
+    // No rate over less than a second (right after the start): the counts only.
+    box.appendChild(el('span', m.per_second === null ? '–'
+      : `${perMinute(m.requests, m.seconds)}/min`, 'main'));
     box.appendChild(el('div',
       `${m.forwarded} forwarded, ${m.rejected} rejected in ${duration(m.seconds)}`, 'small muted'));
     return box;
@@ -427,5 +425,6 @@
     }
   }
 
+  $('refresh-every').textContent = `${REFRESH_MS / 1000} s`;
   refresh();
 })();
