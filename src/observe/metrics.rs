@@ -329,7 +329,7 @@ impl Metrics {
     /// the name, and `increase()` then sees the first refusal too).
     pub fn declare_reloads(&self, kind: &'static str) {
         for result in ["ok", "error"] {
-            self.reloads.get_or_create(&ReloadLabels { kind, result });
+            drop(self.reloads.get_or_create(&ReloadLabels { kind, result }));
         }
     }
 
