@@ -625,3 +625,34 @@ async fn with_a_store_dead_events_are_listed_replayed_and_dropped() {
         .expect_error(403, "forbidden");
     sidecar.stop().await;
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_open_is_503_at_once_then_listed_once_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-yet");
+    let app = Upstream::start().await;
+    let sidecar = Sidecar::start(with_store(app.url(), &missing.join("events.db"))).await;
+    // Ready, so the console does not wait for the store: 503 without delay.
+    let started = std::time::Instant::now();
+    sidecar
+        .admin_send("GET", "/api/events", &[])
+        .await
+        .expect_error(503, "store_unavailable");
+    let s = status(&sidecar).await;
+    assert_eq!(s["store"]["up"], false, "{s}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+    // The directory appears: the store opens in the background.
+    std::fs::create_dir(&missing).unwrap();
+    let mut waited = 0;
+    while sidecar.admin_send("GET", "/api/events", &[]).await.status != 200 {
+        assert!(waited < 100, "the store did not open within 10 s");
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&sidecar).await["store"]["up"], true);
+    sidecar.stop().await;
+}

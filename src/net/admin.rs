@@ -290,10 +290,29 @@ pub(crate) async fn respond<B>(
     }
 }
 
+/// The store, once open; `None` when it is not (yet). The admin listener
+/// serves before the store is first opened (the public listener only
+/// after), so while the sidecar is starting this waits for that first open,
+/// up to [`STORE_WAIT`]; once it is ready (or draining), it does not wait.
+async fn open_store(state: &AdminState) -> Option<&crate::store::Store> {
+    let queue = state.store.as_deref()?;
+    let deadline = Instant::now() + STORE_WAIT;
+    loop {
+        if let Some(store) = queue.store() {
+            return Some(store);
+        }
+        if state.ready.load(Ordering::Acquire) || Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `GET /api/status`.
 async fn status(state: &AdminState) -> Status {
+    let opened = open_store(state).await;
     let now = console::now_millis();
-    let store = match state.store.as_deref().map(crate::delivery::Queue::store) {
+    let store = match state.store.as_ref().map(|_| opened) {
         None => None,
         Some(None) => Some(QueueView::unavailable(
             "the store is not open (see the log)".to_owned(),
@@ -345,7 +364,8 @@ async fn events(state: &AdminState, query: Option<&str>) -> Response<Full<Bytes>
         Ok(f) => f,
         Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_request", &message),
     };
-    let records = match state.store.as_deref().map(crate::delivery::Queue::store) {
+    let opened = open_store(state).await;
+    let records = match state.store.as_ref().map(|_| opened) {
         None => Vec::new(),
         Some(None) => return store_unavailable("the store is not open (see the log)"),
         Some(Some(store)) => match tokio::time::timeout(STORE_WAIT, store.list(&filter)).await {
@@ -372,10 +392,10 @@ async fn act(
         )
     };
     // Without a store, or with an id that is no UUID, no event has this id.
-    let (Some(queue), Ok(uuid)) = (&state.store, Uuid::parse_str(id)) else {
+    let (Some(_), Ok(uuid)) = (&state.store, Uuid::parse_str(id)) else {
         return not_found();
     };
-    let Some(store) = queue.store() else {
+    let Some(store) = open_store(state).await else {
         return store_unavailable("the store is not open (see the log)");
     };
     let ids = [uuid];
