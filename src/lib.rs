@@ -191,7 +191,6 @@ impl Hookgate {
     /// in-flight requests get `shutdown_grace` to finish.
     pub async fn run(mut self, listeners: Listeners, shutdown: impl Future<Output = ()>) {
         let stopped = CancellationToken::new();
-        let started = Instant::now();
         let admin = tokio::spawn(admin::serve(
             listeners.admin,
             AdminState {
@@ -203,8 +202,8 @@ impl Hookgate {
                 token: self.admin_token.clone(),
                 store: self.gate.queue.clone(),
                 started_at: console::now_millis(),
-                started,
-                rates: console::RateWindow::new(started),
+                started: Instant::now(),
+                rates: console::RateWindow::starting_now(),
             },
             stopped.clone().cancelled_owned(),
         ));

@@ -150,6 +150,11 @@ impl RateWindow {
         }
     }
 
+    /// A window whose counters start now.
+    pub(crate) fn starting_now() -> Self {
+        Self::new(Instant::now())
+    }
+
     /// Keeps a reading taken at `at`, and forgets those older than the span
     /// (the newest reading stays, however old).
     pub(crate) fn record(&self, at: Instant, tallies: Tallies) {
