@@ -24,7 +24,11 @@
 #    /readyz, a signed event end to end, hot reload of a rotated secret and
 #    certificate, and a clean exit on SIGTERM. `hookgate check` on the
 #    overlays' configs only with a binary that has queued delivery (`hookgate
-#    events --help` exits 0); otherwise they print SKIP.
+#    events --help` exits 0); otherwise they print SKIP. With such a binary
+#    also the alert rules against a real scrape: `hookgate serve` on the
+#    queued overlay's config (SQLite store), one event stored, `/metrics`
+#    saved, and every metric name the rules use must be in it
+#    (alerts/metric_names.py --store).
 #
 # Prints PASS/FAIL/SKIP per step and ends with `N passed, M failed, K
 # skipped`; exits 1 on any
@@ -51,10 +55,11 @@ WORK=$(mktemp -d /tmp/hookgate-deploy-check.XXXXXX)
 chmod 0755 "$WORK"   # UID 65532 must be able to traverse it
 HG_PID=""
 UPSTREAM_PID=""
+SCRAPE_PID=""
 
 cleanup() {
     local pid
-    for pid in "$HG_PID" "$UPSTREAM_PID"; do
+    for pid in "$HG_PID" "$UPSTREAM_PID" "$SCRAPE_PID"; do
         if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -537,6 +542,65 @@ check_config_postgres() {
     say "note: exit 78 naming the store (127.0.0.1:$port, nothing listening); password not printed"
 }
 
+# The alert rules against a real scrape: `hookgate serve` on the queued
+# overlay's SQLite config (as 65532, on its own loopback ports), one signed
+# event stored (no app behind it: it stays pending), then `/metrics` saved
+# and deploy/alerts/metric_names.py --store on it, so every metric name the
+# rules use must be one this binary exports with a [store].
+check_scrape_store() {
+    local t=$WORK/overlay-queued cfg=$WORK/scrape-queued.toml out=$WORK/scrape-queued.txt
+    local https admin code end rc=0 sig
+    [[ -f $t/etc/hookgate/config.toml ]] || die "no overlay tree (hookgate check -c overlays/queued failed?)" || return
+    https=$(free_port) && admin=$(free_port) || return 1
+    sed -e "s#\"127\.0\.0\.1:$HTTPS_PORT\"#\"127.0.0.1:$https\"#" \
+        -e "s#\"127\.0\.0\.1:$ADMIN_PORT\"#\"127.0.0.1:$admin\"#" \
+        "$t/etc/hookgate/config.toml" >"$cfg" || return 1
+    grep -q "127.0.0.1:$admin" "$cfg" || die "admin listener not rewritten in $cfg" || return
+    chmod 0644 "$cfg" || return 1
+    setpriv --reuid="$RUN_UID" --regid="$RUN_UID" --clear-groups --no-new-privs \
+        --inh-caps=-all --bounding-set=-all -- env -i PATH=/usr/local/bin:/usr/bin:/bin \
+        "$IMG_BIN" serve -c "$cfg" >"$WORK/scrape-hookgate.out" 2>&1 &
+    SCRAPE_PID=$!
+    end=$((SECONDS + 10))
+    until [[ $(http_code "http://127.0.0.1:$admin/readyz") == 200 ]]; do
+        if ((SECONDS >= end)) || ! kill -0 "$SCRAPE_PID" 2>/dev/null; then
+            tail -n 20 "$WORK/scrape-hookgate.out"
+            die "hookgate serve (queued overlay) not ready within 10s" || return
+        fi
+        sleep 0.1
+    done
+    write_event
+    sig=$(python3 -c 'import hmac, hashlib, sys
+key = open(sys.argv[1], "rb").read().rstrip()
+print(hmac.new(key, open(sys.argv[2], "rb").read(), hashlib.sha256).hexdigest())' \
+        "$WORK/src/secrets/coolpopup" "$WORK/event.json") || return 1
+    code=$(curl -s -o "$WORK/scrape-response.json" -w '%{http_code}' --max-time 6 \
+        --cacert "$WORK/ca/ca.crt" --resolve "localhost:$https:127.0.0.1" \
+        -H 'Content-Type: application/json' -H "X-CoolPopup-Signature: sha256=$sig" \
+        --data-binary "@$WORK/event.json" "https://localhost:$https/webhooks/coolpopup" || true)
+    say "signed popup.converted on the queued route -> $code $(cat "$WORK/scrape-response.json" 2>/dev/null)"
+    [[ $code == 200 ]] || die "the event was not stored" || return
+    # The queue gauges follow within a few seconds.
+    end=$((SECONDS + 10))
+    while :; do
+        curl -s --max-time 2 -o "$out" "http://127.0.0.1:$admin/metrics" || true
+        grep -q '^hookgate_queue_events{.*state="pending".*} 1$' "$out" && break
+        ((SECONDS < end)) || die "hookgate_queue_events never showed the pending event" || return
+        sleep 0.5
+    done
+    say "note: scraped $(grep -c '^hookgate_' "$out") hookgate_* samples ($(grep -c '^# TYPE' "$out") families) from a sidecar with a SQLite store"
+    grep -q '^hookgate_store_up 1$' "$out" || die "hookgate_store_up is not 1" || return
+    python3 "$DEPLOY/alerts/metric_names.py" --store "$out" || rc=$?
+    kill -TERM "$SCRAPE_PID" 2>/dev/null || true
+    end=$((SECONDS + 30))
+    while kill -0 "$SCRAPE_PID" 2>/dev/null && ((SECONDS < end)); do sleep 0.2; done
+    kill -KILL "$SCRAPE_PID" 2>/dev/null || true
+    wait "$SCRAPE_PID" 2>/dev/null || true
+    SCRAPE_PID=""
+    ((rc == 0)) || die "metric_names.py: a metric the alert rules use is not in the scrape" || return
+    say "note: every metric name in alerts/rules.yaml is in the scrape (metric_names.py --store)"
+}
+
 start_upstream() {
     python3 - "$UPSTREAM_PORT" "$WORK/upstream.log" <<'EOF' &
 import http.server, sys
@@ -792,9 +856,12 @@ if [[ -x $BIN ]]; then
             check_config_sqlite
         step "hookgate check -c overlays/queued-postgres/config.toml, no database: exit 78 naming the store" \
             check_config_postgres
+        step "alert rules vs a real /metrics scrape (queued overlay, SQLite store): every metric name exists" \
+            check_scrape_store
     else
         skip "hookgate check -c overlays/queued/config.toml" "binary predates queued delivery"
         skip "hookgate check -c overlays/queued-postgres/config.toml" "binary predates queued delivery"
+        skip "alert rules vs a real /metrics scrape" "binary predates queued delivery"
     fi
     step "serve as $RUN_UID:$RUN_UID, no caps, read-only root: /readyz 200 within 10s" check_serve
     step "admin /healthz and /metrics 200" check_admin

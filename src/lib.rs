@@ -206,6 +206,7 @@ impl Hookgate {
                 store: self.gate.queue.clone(),
                 started_at: console::now_millis(),
                 started: Instant::now(),
+                rates: console::RateWindow::starting_now(),
             },
             stopped.clone().cancelled_owned(),
         ));

@@ -74,6 +74,17 @@ pub(crate) struct History {
     pub(crate) events: Vec<ReloadEvent>,
 }
 
+/// The certificate in service, as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Leaf {
+    /// Its subject, e.g. `CN=hooks.example.com`.
+    pub(crate) subject: String,
+    /// Its DNS names and IP addresses (subject alternative names).
+    pub(crate) names: Vec<String>,
+    /// Its notAfter (Unix seconds).
+    pub(crate) not_after: i64,
+}
+
 /// What one reload pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
@@ -94,6 +105,11 @@ impl Reloader {
         if let Some(store) = &tls.store {
             set_expiry(&metrics, store);
         }
+        // What this reloader watches has its reload series from the start.
+        if tls.files.is_some() {
+            metrics.declare_reloads("tls");
+        }
+        metrics.declare_reloads("secrets");
         let secret_errors = routes.iter().map(|_| None).collect();
         Self {
             routes,
@@ -111,6 +127,9 @@ impl Reloader {
 
     /// Also re-reads `admin.token_file`.
     pub(crate) fn with_admin_token(mut self, token: Option<Arc<TokenFile>>) -> Self {
+        if token.is_some() {
+            self.metrics.declare_reloads("admin_token");
+        }
         self.admin_token = token;
         self
     }
@@ -127,6 +146,37 @@ impl Reloader {
                 events: Vec::new(),
             },
         }
+    }
+
+    /// The leaf certificate in service; `None` when TLS is terminated in
+    /// front (or the leaf does not parse).
+    pub(crate) fn certificate(&self) -> Option<Leaf> {
+        let ck = self.store.as_ref()?.current();
+        let leaf = ck.cert.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => {
+                        names.push((*dns).to_owned());
+                    }
+                    x509_parser::extensions::GeneralName::IPAddress(ip) => {
+                        if let Ok(v4) = <[u8; 4]>::try_from(*ip) {
+                            names.push(std::net::IpAddr::from(v4).to_string());
+                        } else if let Ok(v6) = <[u8; 16]>::try_from(*ip) {
+                            names.push(std::net::IpAddr::from(v6).to_string());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Some(Leaf {
+            subject: cert.subject().to_string(),
+            names,
+            not_after: cert.validity().not_after.timestamp(),
+        })
     }
 
     /// Checks every file once; swaps in what changed and is valid.

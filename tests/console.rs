@@ -1,9 +1,10 @@
 //! The admin console over real sockets (SPEC "Admin console"): the page and
 //! its headers, /api/status and /api/events, and who may replay or drop.
-//! Without a store (it lands separately) every event id is unknown, so an
-//! authorized action answers 404; the peer check's non-loopback side is
-//! unit-tested in `net::console::guard` (a test cannot connect from a
-//! non-loopback address here).
+//! Without a store every event id is unknown, so an authorized action
+//! answers 404; with one (SQLite, a queued route whose app refuses events)
+//! dead events are listed, replayed and dropped. The peer check's
+//! non-loopback side is unit-tested in `net::console::guard` (a test cannot
+//! connect from a non-loopback address here).
 
 mod support;
 
@@ -139,6 +140,22 @@ async fn api_status_counts_outcomes_and_estimates_latency_per_route() {
     assert_eq!(r["total"], 5);
     assert_eq!(r["outcomes"]["forwarded"], 3);
     assert_eq!(r["outcomes"]["invalid_signature"], 2);
+    // By class: forwarded (or queued) against rejected by hookgate, and the
+    // signature failures apart.
+    assert_eq!(r["forwarded"], 3, "{r}");
+    assert_eq!(r["rejected"], 2, "{r}");
+    assert_eq!(r["signature_failures"], 2, "{r}");
+    // The last minute: right after the start it is the uptime, all of it.
+    let m = &r["last_minute"];
+    assert!(m["seconds"].as_u64().is_some_and(|s| s <= 60), "{m}");
+    assert_eq!(m["requests"], 5, "{m}");
+    assert_eq!(m["forwarded"], 3, "{m}");
+    assert_eq!(m["rejected"], 2, "{m}");
+    assert_eq!(m["signature_failures"], 2, "{m}");
+    assert!(
+        m["per_second"].is_null() || m["per_second"].as_f64().is_some_and(|p| p > 0.0),
+        "{m}"
+    );
     let (p50, p99) = (
         r["latency_seconds"]["p50"].as_f64().expect("p50"),
         r["latency_seconds"]["p99"].as_f64().expect("p99"),
@@ -149,6 +166,13 @@ async fn api_status_counts_outcomes_and_estimates_latency_per_route() {
         "{r}"
     );
     assert_eq!(route(&s, "-")["outcomes"]["not_found"], 1);
+    assert_eq!(route(&s, "-")["rejected"], 1);
+    // The certificate in service: its subject and names, and when it expires.
+    assert_eq!(s["certificate"]["subject"], "CN=localhost", "{s}");
+    assert_eq!(
+        s["certificate"]["names"],
+        serde_json::json!(["localhost", "127.0.0.1"])
+    );
     // The certificate in service, and no store.
     let expires_in = s["certificate"]["expires_in_seconds"].as_i64().unwrap();
     assert!(expires_in > 0, "{s}");
@@ -160,6 +184,72 @@ async fn api_status_counts_outcomes_and_estimates_latency_per_route() {
         !String::from_utf8_lossy(&sidecar.admin_send("GET", "/api/status", &[]).await.body)
             .contains(std::str::from_utf8(SECRET).unwrap())
     );
+    sidecar.stop().await;
+}
+
+/// What every answer of the console carries, whatever its status.
+fn assert_console_headers(reply: &Reply, what: &str) {
+    for (name, want) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+        ("x-frame-options", "DENY"),
+    ] {
+        assert_eq!(header(reply, name), want, "{name} on {what}");
+    }
+    let csp = header(reply, "content-security-policy");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "CSP {csp:?} on {what}"
+    );
+}
+
+#[tokio::test]
+async fn every_console_answer_carries_the_security_headers() {
+    let (_upstream, sidecar) = world().await;
+    let host = host(&sidecar);
+    let id = "0190e0e4-7f3a-7000-8000-000000000001";
+    let gets = [
+        ("/", 200),
+        ("/console.js", 200),
+        ("/console.css", 200),
+        ("/favicon.svg", 200),
+        ("/api/status", 200),
+        ("/api/events", 200),
+        ("/api/events?state=dead&limit=5", 200),
+        ("/api/events?state=lost", 400),
+    ];
+    for (path, status) in gets {
+        for method in ["GET", "HEAD"] {
+            let r = sidecar.admin_send(method, path, &[]).await;
+            assert_eq!(r.status, status, "{method} {path}");
+            assert_console_headers(&r, &format!("{method} {path}"));
+        }
+    }
+    let replay = format!("/api/events/{id}/replay");
+    let drop = format!("/api/events/{id}/drop");
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: [Case<'_>; 6] = [
+        // 403: no action header.
+        ("POST", &replay, vec![("host", &host)], 403),
+        // 404: passes the guard, no such event.
+        ("POST", &drop, vec![("host", &host), ACTION], 404),
+        (
+            "POST",
+            "/api/events/nope/replay",
+            vec![("host", &host), ACTION],
+            404,
+        ),
+        // 405 on the console's paths.
+        ("GET", &replay, vec![], 405),
+        ("POST", "/", vec![], 405),
+        ("DELETE", "/api/status", vec![], 405),
+    ];
+    for (method, path, headers, status) in cases {
+        let r = sidecar.admin_send(method, path, &headers).await;
+        assert_eq!(r.status, status, "{method} {path}");
+        assert_console_headers(&r, &format!("{method} {path}"));
+    }
     sidecar.stop().await;
 }
 
@@ -409,5 +499,160 @@ async fn other_methods_are_405_with_allow() {
     assert_eq!(sidecar.admin_send("GET", "/api", &[]).await.status, 404);
     let (status, body) = sidecar.admin_get("/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
+    sidecar.stop().await;
+}
+
+/// A sidecar with a queued route (on SQLite in `db`) whose app answers 422,
+/// so every event it takes dies at its first attempt, and a direct route.
+fn with_store(app: String, db: &std::path::Path) -> Options {
+    let mut opts = Options::new(app);
+    opts.routes = vec![
+        support::route("queued", "/webhooks/queued", "/status/422").with("delivery = \"queued\"\n"),
+        support::route("coolpopup", ROUTE, "/hooks/popup"),
+    ];
+    opts.extra = format!(
+        "[store]\nengine = \"sqlite\"\npath = {:?}\n",
+        db.display().to_string()
+    );
+    opts
+}
+
+async fn dead_events(sidecar: &Sidecar) -> Vec<serde_json::Value> {
+    let reply = sidecar
+        .admin_send("GET", "/api/events?state=dead&limit=20", &[])
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.json()["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn with_a_store_dead_events_are_listed_replayed_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Upstream::start().await;
+    let sidecar = Sidecar::start(with_store(app.url(), &dir.path().join("events.db"))).await;
+    let host = host(&sidecar);
+    let mut ids = Vec::new();
+    for tag in ["one", "two"] {
+        // A conversion carries an email and form fields: none may show.
+        let body = String::from_utf8_lossy(&body_of("popup.converted"))
+            .replace("camp_abc123", &format!("camp_{tag}"))
+            .into_bytes();
+        let reply = sidecar.post("/webhooks/queued", &body).await;
+        assert_eq!(reply.json()["status"], "queued", "{:?}", reply.body);
+        ids.push(reply.json()["id"].as_str().unwrap().to_owned());
+    }
+    let mut waited = 0;
+    let dead = loop {
+        let dead = dead_events(&sidecar).await;
+        if dead.len() == 2 {
+            break dead;
+        }
+        assert!(waited < 100, "not both dead within 10 s: {dead:?}");
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for e in &dead {
+        assert!(ids.contains(&e["id"].as_str().unwrap().to_owned()), "{e}");
+        assert_eq!(e["route"], "queued");
+        assert_eq!(e["event"], "popup.converted");
+        assert_eq!(e["state"], "dead");
+        assert_eq!(e["attempts"], 1);
+        assert!(
+            e["last_error"].as_str().unwrap().contains("422"),
+            "last_error: {e}"
+        );
+    }
+    let listed = sidecar.admin_send("GET", "/api/events", &[]).await;
+    let text = String::from_utf8_lossy(&listed.body);
+    for private in ["jane", "Jane Smith", "@example.com", "Summer Sale"] {
+        assert!(!text.contains(private), "{private} in {text}");
+    }
+
+    // The queue by route and state, and the queued requests counted as
+    // forwarded (handed on for the app).
+    let s = status(&sidecar).await;
+    let store = &s["store"];
+    assert_eq!(store["up"], true, "{store}");
+    assert_eq!(store["totals"]["dead"], 2, "{store}");
+    assert_eq!(store["totals"]["pending"], 0, "{store}");
+    assert_eq!(store["routes"][0]["route"], "queued", "{store}");
+    assert_eq!(store["routes"][0]["dead"], 2, "{store}");
+    let q = route(&s, "queued");
+    assert_eq!(q["outcomes"]["queued"], 2, "{q}");
+    assert_eq!(q["forwarded"], 2, "{q}");
+    assert_eq!(q["last_minute"]["forwarded"], 2, "{q}");
+    assert!(!s.to_string().contains("jane"), "{s}");
+
+    assert_eq!(app.wait_for(2, 10).await.len(), 2);
+    // Replay: back to pending, attempts from the start.
+    let replay = format!("/api/events/{}/replay", ids[0]);
+    let r = sidecar
+        .admin_send("POST", &replay, &[("host", &host), ACTION])
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let e = r.json();
+    assert_eq!(e["id"], ids[0].as_str());
+    assert_eq!(e["state"], "pending", "{e}");
+    assert_eq!(e["attempts"], 0, "{e}");
+    // Delivered again: the app (still refusing) gets it a second time.
+    let again = app.wait_for(3, 10).await;
+    assert_eq!(again[2].all("x-webhook-id"), [ids[0].as_str()]);
+
+    // Drop: gone from the list, then unknown.
+    let drop = format!("/api/events/{}/drop", ids[1]);
+    let r = sidecar
+        .admin_send("POST", &drop, &[("host", &host), ACTION])
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["id"], ids[1].as_str());
+    assert!(
+        dead_events(&sidecar)
+            .await
+            .iter()
+            .all(|e| e["id"] != ids[1].as_str())
+    );
+    sidecar
+        .admin_send("POST", &drop, &[("host", &host), ACTION])
+        .await
+        .expect_error(404, "not_found");
+    // Refused without the action header, store or not.
+    sidecar
+        .admin_send("POST", &replay, &[("host", &host)])
+        .await
+        .expect_error(403, "forbidden");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_open_is_503_at_once_then_listed_once_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-yet");
+    let app = Upstream::start().await;
+    let sidecar = Sidecar::start(with_store(app.url(), &missing.join("events.db"))).await;
+    // Ready, so the console does not wait for the store: 503 without delay.
+    let started = std::time::Instant::now();
+    sidecar
+        .admin_send("GET", "/api/events", &[])
+        .await
+        .expect_error(503, "store_unavailable");
+    let s = status(&sidecar).await;
+    assert_eq!(s["store"]["up"], false, "{s}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+    // The directory appears: the store opens in the background.
+    std::fs::create_dir(&missing).unwrap();
+    let mut waited = 0;
+    while sidecar.admin_send("GET", "/api/events", &[]).await.status != 200 {
+        assert!(waited < 100, "the store did not open within 10 s");
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&sidecar).await["store"]["up"], true);
     sidecar.stop().await;
 }

@@ -399,16 +399,10 @@ async fn an_event_taken_in_by_a_replica_whose_app_is_down_is_delivered_by_anothe
 }
 
 /// SPEC: "any replica may deliver any pending event of a route it serves,
-/// to its own app". Today the stored head holds the ingesting replica's
-/// request target (its `upstream_path`) and its app's `Host`, and the
-/// delivering replica sends them as they are: B connects to its own app
-/// but asks for A's path with A's app's Host. Harmless while every replica
-/// has the same `upstream.url` and `upstream_path`; wrong as soon as they
-/// differ (a rollout changing the path, apps behind name-based virtual
-/// hosts), and the same on one replica restarted with a new
-/// `upstream_path`: events stored before go to the old path.
+/// to its own app". The delivering replica rebuilds the request target from
+/// its own `upstream_path` (keeping the stored query) and sends its own
+/// app's `Host`, not the ingesting replica's (which the stored head holds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hookgate bug: delivery uses the ingesting replica's upstream_path and Host (stored head)"]
 async fn a_replica_delivers_another_replicas_event_to_its_own_upstream_path_and_host() {
     let store = Engine::Postgres.store();
     let a = Sidecar::start(queued(

@@ -293,3 +293,24 @@ async fn poller_picks_up_a_rotated_secret() {
     );
     sidecar.stop().await;
 }
+
+/// Every kind the sidecar reloads has its `ok` and `error` series from the
+/// start, at 0: a fresh scrape has the name the alert on refused reloads
+/// uses, and `increase()` sees the first refusal.
+#[tokio::test]
+async fn reload_series_exist_from_the_start() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "tok-0123456789abcdef\n").unwrap();
+    let mut opts = Options::new(upstream.url());
+    opts.admin_extra = format!("token_file = {:?}\n", token_file.display().to_string());
+    let sidecar = Sidecar::start(opts).await;
+    for kind in ["tls", "secrets", "admin_token"] {
+        for result in ["ok", "error"] {
+            let series = format!(r#"hookgate_reloads_total{{kind="{kind}",result="{result}"}}"#);
+            assert_eq!(sidecar.metric(&series).await, Some(0.0), "{series}");
+        }
+    }
+    sidecar.stop().await;
+}

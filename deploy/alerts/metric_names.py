@@ -14,8 +14,12 @@ excluded) must be a series the scrape has, or one its families declare:
     older text format with it), a histogram FAMILY_bucket, FAMILY_sum,
     FAMILY_count, a summary FAMILY_sum and FAMILY_count, any family
     FAMILY_created, and a gauge/info/unknown FAMILY (info: FAMILY_info).
-    A labelled family with no series yet (no request answered, no reload
-    done) still prints its TYPE line, so it counts as present.
+    Some exporters print the TYPE line of a labelled family that has no
+    series yet; that counts as present. hookgate's (prometheus-client) does
+    not: a family shows only once it has a series. So hookgate creates the
+    reload series at 0 from the start, the request and queue series appear
+    with the first request, and a scrape to check is taken after some
+    traffic (deploy/check.sh stores one event first).
 
 Names of the store (hookgate_store_*, hookgate_queue_*) exist only when the
 config has a [store]. --store requires them; --no-store only lists them as

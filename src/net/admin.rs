@@ -32,8 +32,8 @@ use uuid::Uuid;
 
 use crate::load::Routes;
 use crate::net::console::{
-    self, Acted, Action, ActionsView, CertificateView, EventList, QueueView, ReloadsView,
-    RouteInfo, Status, TokenFile, assets,
+    self, Acted, Action, ActionsView, CertificateView, EventList, QueueView, RateWindow,
+    ReloadsView, RouteInfo, Status, TokenFile, assets,
 };
 use crate::net::server::accept_loop;
 use crate::observe::metrics::{self, Metrics};
@@ -61,6 +61,9 @@ pub(crate) struct AdminState {
     pub(crate) started_at: Millis,
     /// The same instant on the monotonic clock, for the uptime.
     pub(crate) started: Instant,
+    /// Readings of the request counters, for the last minute's rates
+    /// (taken by [`serve`] every [`console::SAMPLE_EVERY`]).
+    pub(crate) rates: RateWindow,
 }
 
 /// How long the console waits for the store before answering 503.
@@ -126,6 +129,12 @@ impl<'a> Endpoint<'a> {
     fn is_api(self) -> bool {
         matches!(self, Self::Status | Self::Events | Self::Act { .. })
     }
+
+    /// The console's paths (not the probes' and the scraper's), whose every
+    /// answer carries [`console_headers`].
+    fn is_console(self) -> bool {
+        !matches!(self, Self::Healthz | Self::Readyz | Self::Metrics)
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -138,7 +147,10 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-/// Headers on everything the console serves: never cached, never sniffed.
+/// Headers on everything the console serves (the page, its assets, the API's
+/// answers and errors): never cached, never sniffed, never framed, no
+/// referrer, and the page's CSP (on JSON it only keeps a browser that opens
+/// an answer as a document from running or loading anything).
 fn console_headers(r: &mut Response<Full<Bytes>>) {
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -146,14 +158,6 @@ fn console_headers(r: &mut Response<Full<Bytes>>) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-}
-
-/// The page and its assets: the above, plus the CSP and no framing.
-fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    console_headers(&mut r);
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(assets::CSP),
@@ -163,6 +167,14 @@ fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+}
+
+/// The page and its assets.
+fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    console_headers(&mut r);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -241,7 +253,11 @@ pub(crate) async fn respond<B>(
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
     if !endpoint.accepts(&parts.method) {
-        return method_not_allowed(endpoint.allow(), endpoint.is_api());
+        let mut r = method_not_allowed(endpoint.allow(), endpoint.is_api());
+        if endpoint.is_console() {
+            console_headers(&mut r);
+        }
+        return r;
     }
     match endpoint {
         Endpoint::Healthz => text(StatusCode::OK, "ok\n"),
@@ -274,10 +290,29 @@ pub(crate) async fn respond<B>(
     }
 }
 
+/// The store, once open; `None` when it is not (yet). The admin listener
+/// serves before the store is first opened (the public listener only
+/// after), so while the sidecar is starting this waits for that first open,
+/// up to [`STORE_WAIT`]; once it is ready (or draining), it does not wait.
+async fn open_store(state: &AdminState) -> Option<&crate::store::Store> {
+    let queue = state.store.as_deref()?;
+    let deadline = Instant::now() + STORE_WAIT;
+    loop {
+        if let Some(store) = queue.store() {
+            return Some(store);
+        }
+        if state.ready.load(Ordering::Acquire) || Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `GET /api/status`.
 async fn status(state: &AdminState) -> Status {
+    let opened = open_store(state).await;
     let now = console::now_millis();
-    let store = match state.store.as_deref().map(crate::delivery::Queue::store) {
+    let store = match state.store.as_ref().map(|_| opened) {
         None => None,
         Some(None) => Some(QueueView::unavailable(
             "the store is not open (see the log)".to_owned(),
@@ -299,14 +334,21 @@ async fn status(state: &AdminState) -> Status {
             shadow: r.shadow,
         })
         .collect();
+    let traffic = state.metrics.traffic();
+    let last_minute = state
+        .rates
+        .last_minute(Instant::now(), &console::tallies(&traffic));
     Status {
         version: env!("CARGO_PKG_VERSION"),
         now,
         started_at: state.started_at,
         uptime_seconds: state.started.elapsed().as_secs(),
         ready: state.ready.load(Ordering::Acquire),
-        routes: console::route_views(&routes, state.metrics.traffic()),
-        certificate: CertificateView::from_gauge(state.metrics.cert_expiry.get(), now),
+        routes: console::route_views(&routes, traffic, &last_minute),
+        certificate: state
+            .reloader
+            .certificate()
+            .map(|leaf| CertificateView::new(leaf, now)),
         reloads: ReloadsView::new(state.reload_interval, state.reloader.history()),
         actions: ActionsView {
             header: "X-Hookgate-Action",
@@ -322,7 +364,8 @@ async fn events(state: &AdminState, query: Option<&str>) -> Response<Full<Bytes>
         Ok(f) => f,
         Err(message) => return error(StatusCode::BAD_REQUEST, "invalid_request", &message),
     };
-    let records = match state.store.as_deref().map(crate::delivery::Queue::store) {
+    let opened = open_store(state).await;
+    let records = match state.store.as_ref().map(|_| opened) {
         None => Vec::new(),
         Some(None) => return store_unavailable("the store is not open (see the log)"),
         Some(Some(store)) => match tokio::time::timeout(STORE_WAIT, store.list(&filter)).await {
@@ -349,10 +392,10 @@ async fn act(
         )
     };
     // Without a store, or with an id that is no UUID, no event has this id.
-    let (Some(queue), Ok(uuid)) = (&state.store, Uuid::parse_str(id)) else {
+    let (Some(_), Ok(uuid)) = (&state.store, Uuid::parse_str(id)) else {
         return not_found();
     };
-    let Some(store) = queue.store() else {
+    let Some(store) = open_store(state).await else {
         return store_unavailable("the store is not open (see the log)");
     };
     let ids = [uuid];
@@ -397,6 +440,18 @@ pub(crate) async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let state = Arc::new(state);
+    let sampler = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut tick = tokio::time::interval(console::SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let tallies = console::tallies(&state.metrics.traffic());
+                state.rates.record(Instant::now(), tallies);
+            }
+        }
+    });
     let tracker = TaskTracker::new();
     accept_loop(
         &listener,
@@ -422,6 +477,7 @@ pub(crate) async fn serve(
         },
     )
     .await;
+    sampler.abort();
     tracker.close();
 }
 

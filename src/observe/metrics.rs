@@ -324,6 +324,15 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Creates `hookgate_reloads_total{kind}`'s `ok` and `error` series at
+    /// 0, so that a fresh scrape has them (the alert on refused reloads uses
+    /// the name, and `increase()` then sees the first refusal too).
+    pub fn declare_reloads(&self, kind: &'static str) {
+        for result in ["ok", "error"] {
+            drop(self.reloads.get_or_create(&ReloadLabels { kind, result }));
+        }
+    }
+
     /// Counts one reload attempt.
     pub fn record_reload(&self, kind: &'static str, ok: bool) {
         self.reloads
@@ -477,6 +486,7 @@ mod tests {
         let m = Metrics::new();
         m.record_request("coolpopup", "forwarded", false, 0.002);
         m.record_request("new", "invalid_signature", true, 0.001);
+        m.declare_reloads("secrets");
         m.record_reload("tls", true);
         m.upstream_duration
             .get_or_create(&RouteLabels {
@@ -494,6 +504,7 @@ mod tests {
             "hookgate_tls_handshake_failures_total 0",
             "# TYPE hookgate_tls_cert_expiry_timestamp_seconds gauge",
             "hookgate_reloads_total{kind=\"tls\",result=\"ok\"} 1",
+            "hookgate_reloads_total{kind=\"secrets\",result=\"error\"} 0",
             "hookgate_build_info{version=",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");

@@ -12,6 +12,7 @@
 //! [`guard`] decides who may replay or drop.
 
 mod guard;
+mod rates;
 
 use std::collections::BTreeMap;
 
@@ -20,9 +21,10 @@ use uuid::Uuid;
 
 pub use guard::TokenFile;
 pub(crate) use guard::authorize;
+pub(crate) use rates::{LastMinute, RateWindow, SAMPLE_EVERY, Tally, Window, tallies};
 
 use crate::observe::metrics::{RouteTraffic, quantile};
-use crate::reload::History;
+use crate::reload::{History, Leaf};
 use crate::store::{Filter, Millis, Record, Replayed, RouteStats, State};
 
 /// The page, its script and its style sheet, served from the binary.
@@ -87,6 +89,15 @@ pub(crate) struct RouteView {
     pub(crate) total: u64,
     /// Requests answered by outcome (`forwarded`, `invalid_signature`…).
     pub(crate) outcomes: BTreeMap<String, u64>,
+    /// Forwarded to the app or queued for it (`forwarded` + `queued`).
+    pub(crate) forwarded: u64,
+    /// Refused by hookgate with a 4xx of its own (`invalid_signature`,
+    /// `invalid_payload`, `not_found`…).
+    pub(crate) rejected: u64,
+    /// `invalid_signature`: no secret of the route matched.
+    pub(crate) signature_failures: u64,
+    /// The same over the last minute (or the uptime, if shorter).
+    pub(crate) last_minute: LastMinute,
     /// Time from request head to answer.
     pub(crate) latency_seconds: Quantiles,
     /// Time the app took to answer forwarded requests.
@@ -123,19 +134,28 @@ pub(crate) struct RouteInfo<'a> {
 }
 
 /// The routes' views: every configured route (with zeros when it has had
-/// no request), then `-` if requests matched no route.
+/// no request), then `-` if requests matched no route. `last_minute` is
+/// [`RateWindow::last_minute`] of the same traffic.
 pub(crate) fn route_views(
     routes: &[RouteInfo<'_>],
     mut traffic: BTreeMap<String, RouteTraffic>,
+    last_minute: &Window,
 ) -> Vec<RouteView> {
-    let view = |name: &str, path: Option<&str>, shadow: bool, t: RouteTraffic| RouteView {
-        name: name.to_owned(),
-        path: path.map(str::to_owned),
-        shadow,
-        total: t.outcomes.values().sum(),
-        latency_seconds: Quantiles::of(&t.latency),
-        upstream_latency_seconds: Quantiles::of(&t.upstream_latency),
-        outcomes: t.outcomes,
+    let view = |name: &str, path: Option<&str>, shadow: bool, t: RouteTraffic| {
+        let tally = Tally::of(&t.outcomes);
+        RouteView {
+            name: name.to_owned(),
+            path: path.map(str::to_owned),
+            shadow,
+            total: tally.requests,
+            forwarded: tally.forwarded,
+            rejected: tally.rejected,
+            signature_failures: tally.signature_failures,
+            last_minute: last_minute.route(name),
+            latency_seconds: Quantiles::of(&t.latency),
+            upstream_latency_seconds: Quantiles::of(&t.upstream_latency),
+            outcomes: t.outcomes,
+        }
     };
     let mut views: Vec<RouteView> = routes
         .iter()
@@ -153,22 +173,27 @@ pub(crate) fn route_views(
 /// The certificate in service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct CertificateView {
-    /// The leaf's notAfter (Unix ms).
+    /// The leaf's subject (`CN=…`; empty when the certificate has only
+    /// subject alternative names).
+    pub(crate) subject: String,
+    /// Its DNS names and IP addresses (subject alternative names).
+    pub(crate) names: Vec<String>,
+    /// Its notAfter (Unix ms).
     pub(crate) not_after: Millis,
     /// Seconds until then (negative once expired).
     pub(crate) expires_in_seconds: i64,
 }
 
 impl CertificateView {
-    /// From `hookgate_tls_cert_expiry_timestamp_seconds` (0: no certificate here).
-    pub(crate) fn from_gauge(not_after_seconds: i64, now: Millis) -> Option<Self> {
-        (not_after_seconds > 0).then(|| {
-            let not_after = not_after_seconds.saturating_mul(1000);
-            Self {
-                not_after,
-                expires_in_seconds: (not_after - now).div_euclid(1000),
-            }
-        })
+    /// The reloader's leaf at `now`.
+    pub(crate) fn new(leaf: Leaf, now: Millis) -> Self {
+        let not_after = leaf.not_after.saturating_mul(1000);
+        Self {
+            subject: leaf.subject,
+            names: leaf.names,
+            not_after,
+            expires_in_seconds: (not_after - now).div_euclid(1000),
+        }
     }
 }
 
@@ -483,7 +508,10 @@ mod tests {
             ),
         );
         t.insert("-".to_owned(), traffic(&[("not_found", 2)], &[]));
-        let views = route_views(&routes, t);
+        let started = std::time::Instant::now();
+        let window = RateWindow::new(started)
+            .last_minute(started + std::time::Duration::from_secs(30), &tallies(&t));
+        let views = route_views(&routes, t, &window);
         let names: Vec<&str> = views.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["b", "a", "-"]);
         assert_eq!(views[0].total, 0);
@@ -491,6 +519,18 @@ mod tests {
         assert_eq!(views[1].total, 10);
         assert!(views[1].shadow);
         assert_eq!(views[1].outcomes["invalid_signature"], 1);
+        assert_eq!(
+            (
+                views[1].forwarded,
+                views[1].rejected,
+                views[1].signature_failures
+            ),
+            (9, 1, 1)
+        );
+        assert_eq!(views[1].last_minute.counts.requests, 10);
+        assert_eq!(views[1].last_minute.seconds, 30);
+        assert_eq!(views[0].last_minute.per_second, Some(0.0));
+        assert_eq!(views[2].rejected, 2);
         assert_eq!(views[1].latency_seconds.p50, Some(0.001));
         assert!(
             views[1]
@@ -502,15 +542,19 @@ mod tests {
     }
 
     #[test]
-    fn certificate_expiry_comes_from_the_gauge() {
-        assert_eq!(CertificateView::from_gauge(0, 5_000), None);
-        let c = CertificateView::from_gauge(100, 40_000).unwrap();
+    fn certificate_shows_subject_names_and_expiry() {
+        let leaf = |not_after| Leaf {
+            subject: "CN=hooks.example.com".to_owned(),
+            names: vec!["hooks.example.com".to_owned(), "127.0.0.1".to_owned()],
+            not_after,
+        };
+        let c = CertificateView::new(leaf(100), 40_000);
+        assert_eq!(c.subject, "CN=hooks.example.com");
+        assert_eq!(c.names, ["hooks.example.com", "127.0.0.1"]);
         assert_eq!(c.not_after, 100_000);
         assert_eq!(c.expires_in_seconds, 60);
         assert_eq!(
-            CertificateView::from_gauge(100, 101_500)
-                .unwrap()
-                .expires_in_seconds,
+            CertificateView::new(leaf(100), 101_500).expires_in_seconds,
             -2
         );
     }

@@ -2,17 +2,30 @@
 // /api/events?state=dead) and renders with textContent only: nothing the
 // server sends is ever parsed as HTML. Served from the binary under a CSP
 // that allows this script, the style sheet and same-origin fetch, nothing else.
+// The chart of forwarded vs rejected requests is drawn (as SVG elements) from
+// the totals this page keeps from one refresh to the next.
 'use strict';
 
 (() => {
-  const REFRESH_MS = 5000;
-  const DEAD_LIMIT = 20;
   const $ = (id) => document.getElementById(id);
+  // ?refresh=N: refresh every N seconds (1 to 60; default 5).
+  const REFRESH_S = Number(new URLSearchParams(window.location.search).get('refresh'));
+  const REFRESH_MS = (Number.isInteger(REFRESH_S) && REFRESH_S >= 1 && REFRESH_S <= 60
+    ? REFRESH_S : 5) * 1000;
+  const DEAD_LIMIT = 20;
+  const CHART_SPAN_MS = 10 * 60 * 1000; // the page keeps this much
+  // The chart's time axis: the first of these that holds what the page has kept.
+  const CHART_SPANS_MS = [30e3, 60e3, 120e3, 300e3, CHART_SPAN_MS];
+  const CERT_WARN_SECONDS = 14 * 86400;
+  const SVG_NS = $('chart-svg').namespaceURI;
 
   let tokenRequired = false;
   let actionHeader = 'X-Hookgate-Action';
   let timer = null;
   let shownDead = '';
+  // The chart's data: the totals over all routes at each refresh, of this process.
+  let samples = [];
+  let samplesOf = null; // the process they count (its started_at)
 
   // --- small DOM helpers (text only) ---
 
@@ -55,6 +68,22 @@
     return `${ms < 10 ? ms.toFixed(2) : ms.toFixed(1)} ms`;
   }
 
+  function perMinute(count, seconds) {
+    const rate = (count * 60) / seconds;
+    return rate >= 10 || rate === 0 ? rate.toFixed(0) : rate.toFixed(1);
+  }
+
+  // The last minute's cell: requests per minute, then what they came to.
+  function lastMinute(m) {
+    const box = el('div');
+    // No rate over less than a second (right after the start): the counts only.
+    box.appendChild(el('span', m.per_second === null ? '–'
+      : `${perMinute(m.requests, m.seconds)}/min`, 'main'));
+    box.appendChild(el('div',
+      `${m.forwarded} forwarded, ${m.rejected} rejected in ${duration(m.seconds)}`, 'small muted'));
+    return box;
+  }
+
   function when(unixMs) {
     if (unixMs === null || unixMs === undefined) return '–';
     return new Date(unixMs).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
@@ -79,6 +108,14 @@
       tr.appendChild(cell(r.shadow ? `${r.name} (shadow)` : r.name, 'name'));
       tr.appendChild(cell(r.path === null ? 'no route matched' : el('code', r.path)));
       tr.appendChild(cell(r.total, 'num total'));
+      tr.appendChild(cell(lastMinute(r.last_minute), 'num rate'));
+      const sig = cell(r.signature_failures, 'num sig');
+      if (r.last_minute.signature_failures > 0) {
+        sig.appendChild(el('div', `${r.last_minute.signature_failures} in the last minute`, 'small'));
+      }
+      sig.classList.add(r.last_minute.signature_failures > 0 ? 'bad'
+        : r.signature_failures > 0 ? 'warn' : 'quiet');
+      tr.appendChild(sig);
       const chips = el('div', null, 'outcomes');
       for (const [outcome, count] of Object.entries(r.outcomes)) {
         const chip = el('span', null, `outcome ${outcomeClass(outcome)}`);
@@ -98,17 +135,23 @@
   }
 
   function renderCertificate(c) {
-    const dd = $('certificate');
+    const subject = $('certificate');
+    const expiry = $('cert-expiry');
     if (!c) {
-      dd.textContent = 'none here (TLS terminated in front)';
-      dd.className = 'muted';
+      subject.textContent = 'none here (TLS terminated in front)';
+      subject.className = 'muted';
+      expiry.textContent = '–';
+      expiry.className = 'muted';
       return;
     }
-    const days = c.expires_in_seconds / 86400;
-    dd.textContent = c.expires_in_seconds < 0
+    const names = c.names.length ? ` (${c.names.join(', ')})` : '';
+    subject.textContent = `${c.subject || 'no subject'}${names}`;
+    subject.className = '';
+    expiry.textContent = c.expires_in_seconds < 0
       ? `EXPIRED ${when(c.not_after)}`
-      : `expires ${when(c.not_after)} (in ${duration(c.expires_in_seconds)})`;
-    dd.className = c.expires_in_seconds < 0 ? 'bad' : days < 14 ? 'warn' : '';
+      : `${when(c.not_after)} (in ${duration(c.expires_in_seconds)})`;
+    // Red under 14 days: cert-manager renews 30 days ahead, so something failed.
+    expiry.className = c.expires_in_seconds < CERT_WARN_SECONDS ? 'bad' : '';
   }
 
   function reloadText(r) {
@@ -201,6 +244,106 @@
     show('no-dead', rows.length === 0);
   }
 
+  // --- the chart: forwarded vs rejected per minute, from the page's samples ---
+
+  function keepSample(s) {
+    if (s.started_at !== samplesOf) { // first refresh, or the process restarted
+      samples = [];
+      samplesOf = s.started_at;
+    }
+    let forwarded = 0;
+    let rejected = 0;
+    for (const r of s.routes) {
+      forwarded += r.forwarded;
+      rejected += r.rejected;
+    }
+    samples.push({ at: s.now, forwarded, rejected });
+    while (samples.length > 2 && samples[1].at <= s.now - CHART_SPAN_MS) samples.shift();
+  }
+
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  // The smallest of 1, 2, 5, 10, 20, 50… that is at least v.
+  function niceCeil(v) {
+    let step = 1;
+    for (;;) {
+      for (const m of [1, 2, 5]) if (step * m >= v) return step * m;
+      step *= 10;
+    }
+  }
+
+  function renderChart() {
+    const box = $('chart-svg');
+    const [W, H, LEFT, TOP, BOTTOM] = [640, 140, 44, 8, 20];
+    const plotW = W - LEFT - 4;
+    const plotH = H - TOP - BOTTOM;
+    const intervals = [];
+    for (let i = 1; i < samples.length; i += 1) {
+      const [a, b] = [samples[i - 1], samples[i]];
+      const minutes = (b.at - a.at) / 60000;
+      if (minutes <= 0) continue;
+      intervals.push({
+        from: a.at,
+        to: b.at,
+        forwarded: Math.max(0, b.forwarded - a.forwarded) / minutes,
+        rejected: Math.max(0, b.rejected - a.rejected) / minutes,
+      });
+    }
+    show('chart-empty', intervals.length === 0);
+    if (intervals.length === 0) {
+      box.replaceChildren();
+      return;
+    }
+    const end = samples[samples.length - 1].at;
+    const span = CHART_SPANS_MS.find((ms) => ms >= end - samples[0].at) || CHART_SPAN_MS;
+    const spanText = span < 60e3 ? `${span / 1000} s` : `${span / 60e3} min`;
+    $('chart-span').textContent = spanText;
+    const start = end - span;
+    const top = niceCeil(Math.max(1, ...intervals.map((i) => Math.max(i.forwarded, i.rejected))));
+    const x = (t) => LEFT + (plotW * (Math.max(t, start) - start)) / span;
+    const y = (v) => TOP + plotH - (plotH * v) / top;
+    const step = (key) => {
+      let d = '';
+      for (const i of intervals) {
+        d += `${d ? 'L' : 'M'}${x(i.from).toFixed(1)},${y(i[key]).toFixed(1)}`;
+        d += `H${x(i.to).toFixed(1)}`;
+      }
+      return d;
+    };
+    const parts = [
+      svg('rect', { class: 'plot', x: LEFT, y: TOP, width: plotW, height: plotH }),
+      svg('line', { class: 'grid', x1: LEFT, x2: LEFT + plotW, y1: y(top / 2), y2: y(top / 2) }),
+      svg('text', { class: 'axis', x: LEFT - 4, y: TOP + 10, 'text-anchor': 'end' }, `${top}/min`),
+      svg('text', { class: 'axis', x: LEFT - 4, y: TOP + plotH, 'text-anchor': 'end' }, '0'),
+      svg('text', { class: 'axis', x: LEFT, y: H - 4 }, `−${spanText}`),
+      svg('text', { class: 'axis', x: LEFT + plotW, y: H - 4, 'text-anchor': 'end' }, 'now'),
+    ];
+    // Light bars under the lines: one per refresh, forwarded and rejected side by side.
+    for (const i of intervals) {
+      const [x0, x1] = [x(i.from), x(i.to)];
+      const w = Math.max(0.5, (x1 - x0) / 2 - 0.5);
+      for (const [key, dx] of [['forwarded', 0], ['rejected', w]]) {
+        if (i[key] > 0) {
+          parts.push(svg('rect', {
+            class: `bar ${key}`, x: (x0 + dx).toFixed(1), y: y(i[key]).toFixed(1),
+            width: w.toFixed(1), height: (TOP + plotH - y(i[key])).toFixed(1),
+          }));
+        }
+      }
+    }
+    parts.push(svg('path', { class: 'line forwarded', d: step('forwarded') }));
+    parts.push(svg('path', { class: 'line rejected', d: step('rejected') }));
+    const last = intervals[intervals.length - 1];
+    box.setAttribute('aria-label', `forwarded ${last.forwarded.toFixed(1)}/min, `
+      + `rejected ${last.rejected.toFixed(1)}/min at the last refresh`);
+    box.replaceChildren(...parts);
+  }
+
   function renderStatus(s) {
     $('version').textContent = s.version;
     $('uptime').textContent = duration(s.uptime_seconds);
@@ -209,6 +352,8 @@
     $('updated').textContent = when(s.now);
     renderCertificate(s.certificate);
     renderRoutes(s.routes);
+    keepSample(s);
+    renderChart();
     renderReloads(s.reloads);
     tokenRequired = s.actions.token_required;
     actionHeader = s.actions.header;
@@ -280,5 +425,6 @@
     }
   }
 
+  $('refresh-every').textContent = `${REFRESH_MS / 1000} s`;
   refresh();
 })();
