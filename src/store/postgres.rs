@@ -715,6 +715,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX dedup_keys_expiry ON {s}.dedup_keys (expires_at);
     CREATE SEQUENCE {s}.lease_tokens;",
+    // 2: the lease's order (next_attempt_at, id) straight from an index, so
+    // taking due events never sorts the backlog (it did without planner
+    // statistics: 34.5 ms per lease at 51,460 pending).
+    "CREATE INDEX events_due_order ON {s}.events (route, next_attempt_at, id)
+        WHERE state = 'pending';
+    DROP INDEX {s}.events_due;",
 ];
 
 /// The record columns, in [`record`]'s order.
@@ -997,10 +1003,16 @@ impl Engine for PgStore {
         let sql = &self.sql;
         let limit = i64::from(limit);
         with_client!(self, "lease", |c| {
+            // As for settles: a lease lost in a crash only means the
+            // attempt is made again; no WAL flush is waited for.
             let statement = c.prepare_cached(&sql.lease).await?;
-            let rows = c
+            let tx = c.transaction().await?;
+            tx.batch_execute("SET LOCAL synchronous_commit TO off")
+                .await?;
+            let rows = tx
                 .query(&statement, &[&route, &now, &lease_until, &limit])
                 .await?;
+            tx.commit().await?;
             rows.iter()
                 .map(|row| {
                     let attempts: i32 = row.try_get(6)?;
@@ -1451,7 +1463,8 @@ mod tests {
                 &format!("SELECT string_agg(version::text, ',') FROM {schema}.schema_migrations"),
             )
             .unwrap();
-        assert_eq!(versions.trim(), MIGRATIONS.len().to_string());
+        let all: Vec<String> = (1..=MIGRATIONS.len()).map(|v| v.to_string()).collect();
+        assert_eq!(versions.trim(), all.join(","));
         // A schema from a newer hookgate is refused, not touched.
         cluster
             .psql(
