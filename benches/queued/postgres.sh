@@ -27,7 +27,9 @@
 #     of every phase, CPU-µs per event of the sidecar and of PostgreSQL
 #     (all its processes), and pg_test_fsync's fdatasync rate of the disk.
 #
-#   bash benches/queued/postgres.sh     # RUNS=3 DURATION=8 CONNS=64: about 8 min warm
+#   bash benches/queued/postgres.sh     # RUNS=3 DURATION=8 CONNS=64: about 10 min warm
+#
+# Results and what they mean: benches/queued/RESULTS-postgres.md.
 #
 # Output: a markdown report on stdout and in $OUT/report.md, raw rows in
 # $OUT/raw.tsv. Fails on any answer but 200 queued / forwarded. Not run in CI.
