@@ -70,6 +70,9 @@ HG_BIN=${HG_BIN:-$TARGET_DIR/release/hookgate}
 # Optional (d): a second hookgate binary (e.g. a candidate optimization),
 # measured in the same runs with the same config; reported against (c) and (b).
 ALT_BIN=${ALT_BIN:-}
+# A sed expression for (d)'s config only, e.g. ALT_SED='/^dedup_events/d' for a
+# build older than the key (an unknown key is a config error).
+ALT_SED=${ALT_SED:-}
 TARGETS="a b c"; [ -z "$ALT_BIN" ] || TARGETS="a b c d"
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 
@@ -218,7 +221,7 @@ wait_http "http://127.0.0.1:$HG_ADMIN/readyz" "$WORK/hookgate.log"
 ALT_PID=
 ALT_PORT=$((HG_PORT + 2)); ALT_ADMIN=$((HG_ADMIN + 2))
 if [ -n "$ALT_BIN" ]; then
-    sed -e "s/:$HG_PORT\"/:$ALT_PORT\"/" -e "s/:$HG_ADMIN\"/:$ALT_ADMIN\"/" "$WORK/hookgate.toml" > "$WORK/alt.toml"
+    sed -e "s/:$HG_PORT\"/:$ALT_PORT\"/" -e "s/:$HG_ADMIN\"/:$ALT_ADMIN\"/" ${ALT_SED:+-e "$ALT_SED"} "$WORK/hookgate.toml" > "$WORK/alt.toml"
     nice -n "$NICE" taskset -c "$SUT_CPU" "$ALT_BIN" serve -c "$WORK/alt.toml" > "$WORK/alt.log" 2>&1 &
     ALT_PID=$!
     PIDS+=("$ALT_PID")
