@@ -8,6 +8,7 @@
 # 1 KiB popup.converted POST over keep-alive connections.
 #
 #   bash benches/load/run.sh            # RUNS=20 DURATION=4 CONNS=64
+#   LOGGING=off bash benches/load/run.sh   # bare: no per-request log line on either side
 #
 # Two phases, each RUNS rounds interleaving a, b, c:
 #   max:   wrk -t1 -c$CONNS, closed loop: the highest throughput.
@@ -40,6 +41,15 @@ RUNS=${RUNS:-20}
 PHASES=${PHASES:-max fixed}
 DURATION=${DURATION:-4}
 CONNS=${CONNS:-64}
+# LOGGING=off: the bare variant, no per-request log line on either side
+# (nginx access_log off; hookgate level = "warn", which drops the info line
+# each request writes). Default on: nginx's access log and hookgate's info.
+LOGGING=${LOGGING:-on}
+case $LOGGING in
+    on) HG_LEVEL=info ;;
+    off) HG_LEVEL=warn ;;
+    *) echo "LOGGING must be on or off" >&2; exit 2 ;;
+esac
 SUT_CPU=${SUT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # The machine may be shared: the benchmark's processes (all of them, both
@@ -60,6 +70,9 @@ HG_BIN=${HG_BIN:-$TARGET_DIR/release/hookgate}
 # Optional (d): a second hookgate binary (e.g. a candidate optimization),
 # measured in the same runs with the same config; reported against (c) and (b).
 ALT_BIN=${ALT_BIN:-}
+# A sed expression for (d)'s config only, e.g. ALT_SED='/^dedup_events/d' for a
+# build older than the key (an unknown key is a config error).
+ALT_SED=${ALT_SED:-}
 TARGETS="a b c"; [ -z "$ALT_BIN" ] || TARGETS="a b c d"
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 
@@ -143,7 +156,7 @@ pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log $WORK/nginx-access.log;
+    $( [ "$LOGGING" = on ] && echo "access_log $WORK/nginx-access.log;" || echo "access_log off;" )
     client_body_temp_path $WORK/nginx-tmp/body;
     proxy_temp_path $WORK/nginx-tmp/proxy;
     fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
@@ -192,7 +205,7 @@ listen = "127.0.0.1:$HG_ADMIN"
 url = "http://127.0.0.1:$UP_PORT"
 [log]
 format = "json"
-level = "info"
+level = "$HG_LEVEL"
 [[routes]]
 name = "coolpopup"
 path = "/webhooks/coolpopup"
@@ -208,7 +221,7 @@ wait_http "http://127.0.0.1:$HG_ADMIN/readyz" "$WORK/hookgate.log"
 ALT_PID=
 ALT_PORT=$((HG_PORT + 2)); ALT_ADMIN=$((HG_ADMIN + 2))
 if [ -n "$ALT_BIN" ]; then
-    sed -e "s/:$HG_PORT\"/:$ALT_PORT\"/" -e "s/:$HG_ADMIN\"/:$ALT_ADMIN\"/" "$WORK/hookgate.toml" > "$WORK/alt.toml"
+    sed -e "s/:$HG_PORT\"/:$ALT_PORT\"/" -e "s/:$HG_ADMIN\"/:$ALT_ADMIN\"/" ${ALT_SED:+-e "$ALT_SED"} "$WORK/hookgate.toml" > "$WORK/alt.toml"
     nice -n "$NICE" taskset -c "$SUT_CPU" "$ALT_BIN" serve -c "$WORK/alt.toml" > "$WORK/alt.log" 2>&1 &
     ALT_PID=$!
     PIDS+=("$ALT_PID")
@@ -259,6 +272,8 @@ hg_outcomes() { # $1 target (c or d)
     curl -sf --max-time 2 "http://127.0.0.1:$admin/metrics" > "$WORK/metrics.txt"; python3 "$ROOT/benches/load/analyze.py" metrics "$WORK/metrics.txt"; }
 # 499 is nginx's record of a request whose client went away before the
 # answer (the load generator stopping mid-request), not a response sent.
+# (LOGGING=off: the access log stays empty; wrk's and h2load's statuses and
+# the upstream count still check nginx.)
 nginx_non200() { awk '$9 != 200 && $9 != 499' "$WORK/nginx-access.log" | wc -l; }
 nginx_499() { awk '$9 == 499' "$WORK/nginx-access.log" | wc -l; }
 
@@ -389,6 +404,7 @@ fi
     echo "- load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- SUT on CPU $SUT_CPU; wrk/h2load and the upstream on CPU $LOAD_CPU; all at nice $NICE; $CONNS keep-alive connections; $RUNS runs x ${DURATION}s per target and phase"
     echo "- hookgate: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- src Cargo.toml || echo '+dirty'), $(ls /proc/"$HG_PID"/task | wc -l) threads; nginx $(nginx -v 2>&1 | cut -d/ -f2), 1 worker"
+    echo "- per-request logging (LOGGING=$LOGGING): $( [ "$LOGGING" = on ] && echo "nginx access_log, hookgate level info (JSON)" || echo "none: nginx access_log off, hookgate level warn")"
     echo "- TLS nginx: $NGINX_TLS"
     echo "- TLS hookgate: $HG_TLS"
     [ -z "$ALT_BIN" ] || echo "- (d): $ALT_BIN, $(ls /proc/"$ALT_PID"/task | wc -l) threads"

@@ -97,9 +97,16 @@ pub(crate) fn key(route: &str, body: &[u8]) -> Key {
 
 /// Keys remembered in memory until they expire, at most `max_keys` of them;
 /// past that the oldest is forgotten first (and counted in
-/// `hookgate_dedup_evictions_total`). A key is held as its first 16 bytes:
-/// 128 bits of SHA-256 make an accidental collision among a million keys
-/// about 10⁻²⁷ likely, and halve the memory (about 50 bytes a key).
+/// `hookgate_dedup_evictions_total`).
+///
+/// Compact, since `max_keys` may be a million: a key is held as the first
+/// 8 bytes of its SHA-256 ([`Short`]) and its expiry as whole Unix seconds,
+/// rounded up (a key is remembered up to 999 ms longer than asked, never
+/// shorter), so one entry is 12 bytes in the map and 12 in the order queue:
+/// about 40 bytes a key with the map's spare capacity (`benches/load/
+/// dedup_memory.sh`: about 100 before, with `u128` keys and `i64` ms).
+/// 64 bits of SHA-256 make a new event's accidental match with one of a
+/// million remembered keys about 5·10⁻¹⁴ likely.
 #[derive(Debug)]
 pub(crate) struct MemoryKeys {
     inner: Mutex<Inner>,
@@ -107,20 +114,38 @@ pub(crate) struct MemoryKeys {
     evictions: Counter,
 }
 
+/// The first 8 bytes of a key, 4-byte aligned so that a `(Short, u32)`
+/// entry takes 12 bytes, not 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C, packed(4))]
+struct Short(u64);
+
 #[derive(Debug, Default)]
 struct Inner {
-    /// Key → expiry (Unix ms).
-    expires: HashMap<u128, i64>,
+    /// Key → expiry (Unix seconds, rounded up).
+    expires: HashMap<Short, u32>,
     /// Keys in the order they were remembered, with the expiry they were
     /// remembered with (an entry whose expiry no longer matches `expires`
     /// was renewed later and is skipped).
-    order: VecDeque<(u128, i64)>,
+    order: VecDeque<(Short, u32)>,
 }
 
-fn short(key: &Key) -> u128 {
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&key[..16]);
-    u128::from_le_bytes(b)
+fn short(key: &Key) -> Short {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key[..8]);
+    Short(u64::from_le_bytes(b))
+}
+
+/// Unix ms → whole Unix seconds, rounded up (0 before 1970, `u32::MAX` from
+/// 2106 on).
+fn secs_up(ms: i64) -> u32 {
+    let s = (ms.max(0) as u64).div_ceil(1000);
+    u32::try_from(s).unwrap_or(u32::MAX)
+}
+
+/// Whether an expiry in seconds is past at `now` (Unix ms).
+fn expired(until: u32, now: i64) -> bool {
+    i64::from(until) * 1000 <= now
 }
 
 impl MemoryKeys {
@@ -143,13 +168,15 @@ impl MemoryKeys {
         self.lock()
             .expires
             .get(&short(key))
-            .is_some_and(|&until| until > now)
+            .is_some_and(|&until| !expired(until, now))
     }
 
-    /// Remembers `key` until `expires_at` (never shortening a longer
-    /// memory), forgetting expired keys and, past `max_keys`, the oldest.
+    /// Remembers `key` until `expires_at` (Unix ms; never shortening a
+    /// longer memory), forgetting expired keys and, past `max_keys`, the
+    /// oldest.
     pub(crate) fn remember(&self, key: &Key, expires_at: i64, now: i64) {
         let k = short(key);
+        let expires_at = secs_up(expires_at);
         let mut inner = self.lock();
         let until = inner.expires.entry(k).or_insert(expires_at);
         *until = (*until).max(expires_at);
@@ -160,7 +187,7 @@ impl MemoryKeys {
         while let Some(&(front, front_until)) = inner.order.front() {
             let current = inner.expires.get(&front).copied();
             let stale = current != Some(front_until);
-            let expired = front_until <= now;
+            let expired = expired(front_until, now);
             let over = inner.expires.len() > self.max_keys;
             if !(stale || expired || over) {
                 break;
@@ -287,6 +314,37 @@ mod tests {
         keys.remember(&key("r", b"late"), 20_000, 10_000);
         assert_eq!(keys.len(), 1);
         assert_eq!(evictions.get(), 2);
+    }
+
+    #[test]
+    fn expiry_is_kept_in_seconds_rounded_up() {
+        let keys = MemoryKeys::new(10, Counter::default());
+        let k = key("r", b"x");
+        // 1.001 s is kept as 2 s: remembered a little longer, never shorter.
+        keys.remember(&k, 1_001, 0);
+        assert!(keys.seen(&k, 1_001) && keys.seen(&k, 1_999));
+        assert!(!keys.seen(&k, 2_000));
+        assert_eq!(secs_up(-5), 0);
+        assert_eq!(secs_up(i64::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn an_entry_takes_12_bytes() {
+        assert_eq!(std::mem::size_of::<(Short, u32)>(), 12);
+    }
+
+    #[test]
+    fn many_keys_are_all_held_and_told_apart() {
+        let keys = MemoryKeys::new(200_000, Counter::default());
+        let ks: Vec<Key> = (0..200_000u32)
+            .map(|i| key("r", &i.to_le_bytes()))
+            .collect();
+        for k in &ks {
+            assert!(!keys.seen(k, 0), "no accidental match among distinct keys");
+            keys.remember(k, 60_000, 0);
+        }
+        assert_eq!(keys.len(), 200_000);
+        assert!(ks.iter().step_by(997).all(|k| keys.seen(k, 1)));
     }
 
     #[tokio::test]
