@@ -208,3 +208,14 @@ fn without_a_store_events_exits_78() {
     assert_eq!(ran.code, Some(78), "{ran:?}");
     assert!(ran.stderr.contains("[store]"), "{ran:?}");
 }
+
+#[test]
+fn a_store_file_that_does_not_exist_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mistyped.db");
+    let config = cli_config(dir.path(), Some(&db));
+    let ran = events(&config, &["list"]);
+    assert_eq!(ran.code, Some(78), "{ran:?}");
+    assert!(ran.stderr.contains("does not exist"), "{ran:?}");
+    assert!(!db.exists(), "events created an empty store");
+}

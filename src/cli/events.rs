@@ -208,6 +208,16 @@ pub(crate) fn run(events: Events) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
+    // `events` reads what the sidecar stored: a mistyped path must not
+    // create (and then list) an empty store.
+    if store_config.engine == crate::config::StoreEngine::Sqlite && !store_config.path.exists() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "hookgate: store: {} does not exist (store.path; the sidecar creates it when it starts)",
+            store_config.path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     runtime.block_on(async move {
         let store = match Store::open(&store_config, None).await {
             Ok(s) => s,
