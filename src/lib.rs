@@ -204,7 +204,7 @@ impl Hookgate {
                 reload_interval: self.reload_interval,
                 token: self.admin_token.clone(),
                 store: self.gate.queue.clone(),
-                started_at: console::now_millis(),
+                started_at: crate::store::now_ms(),
                 started: Instant::now(),
                 rates: console::RateWindow::starting_now(),
             },

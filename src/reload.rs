@@ -189,7 +189,7 @@ impl Reloader {
         self.reload_tls(&mut memory, &mut summary);
         self.reload_secrets(&mut memory, &mut summary);
         self.reload_admin_token(&mut memory, &mut summary);
-        let now = unix_millis();
+        let now = crate::store::now_ms();
         memory.checked_at = Some(now);
         let changed = summary.tls_reloaded
             || !summary.secrets_reloaded.is_empty()
@@ -338,10 +338,6 @@ pub(crate) async fn watch(
         let r = reloader.clone();
         let _ = tokio::task::spawn_blocking(move || r.reload()).await;
     }
-}
-
-fn unix_millis() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn file_digest(paths: &[&PathBuf]) -> Option<[u8; 32]> {

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{EXIT_CONFIG, config_fail, fail};
 use crate::config::Config;
-use crate::dedup::now_ms;
+use crate::store::now_ms;
 use crate::store::{Filter, Millis, Record, Replayed, RouteStats, State, Store};
 
 /// `hookgate events ...`.

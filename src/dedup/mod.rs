@@ -81,11 +81,6 @@ impl Dedup {
     }
 }
 
-/// Unix time in milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// The duplicate key of `body` on `route`.
 pub(crate) fn key(route: &str, body: &[u8]) -> Key {
     let mut h = Sha256::new();

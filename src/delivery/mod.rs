@@ -23,11 +23,11 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::dedup::now_ms;
 use crate::forward::upstream::Upstream;
 use crate::forward::{Attempt, UpstreamRequest};
 use crate::load::{QueueSettings, Route};
 use crate::observe::metrics::{AttemptLabels, Metrics, QueueLabels, RouteLabels, StoreMetrics};
+use crate::store::now_ms;
 use crate::store::{Lease, Millis, Retention, Settle, State, Store};
 use policy::{Attempted, millis};
 

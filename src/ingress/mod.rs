@@ -28,7 +28,7 @@ use crate::forward::{Envelope, Peer, UpstreamRequest, headers};
 use crate::load::{Route, Routes};
 use crate::observe::metrics::{EventLabels, Metrics, RouteLabels};
 use crate::payload::EventKind;
-use crate::store::{DedupClaim, Ingested, NewEvent};
+use crate::store::{DedupClaim, Ingested, NewEvent, now_ms};
 use crate::verify::{Checked, Unverified};
 use head::Head;
 use respond::{Answer, Outcome};
@@ -187,7 +187,7 @@ async fn deliver_once(
             .inc();
         Outcome::new(Some(route.clone()), Ok(Answer::Duplicate))
     };
-    match gate.dedup.seen(&key, dedup::now_ms()).await {
+    match gate.dedup.seen(&key, now_ms()).await {
         Ok(true) => return duplicate(&envelope),
         Ok(false) => {}
         // Forwarding is better than refusing: the app may see a copy twice.
@@ -224,7 +224,7 @@ async fn deliver_once(
         let result = upstream.send_within(request, limit).await;
         let delivered = matches!(&result, Ok(r) if r.status().is_success());
         if delivered {
-            let now = dedup::now_ms();
+            let now = now_ms();
             let until = now.saturating_add(window.as_millis() as i64);
             if let Err(e) = memory.remember(&key, &name, until, now).await {
                 tracing::warn!(route = %name, error = %e, "could not remember a delivered event's key");
@@ -288,7 +288,7 @@ async fn enqueue(
         Err(e) => return forward(gate, route, Err(e)).await,
     };
     let event = event_label(Some(&envelope));
-    let now = dedup::now_ms();
+    let now = now_ms();
     let id = uuid::Uuid::now_v7();
     let new = NewEvent {
         id,

@@ -38,7 +38,7 @@ use crate::net::console::{
 use crate::net::server::accept_loop;
 use crate::observe::metrics::{self, Metrics};
 use crate::reload::Reloader;
-use crate::store::Millis;
+use crate::store::{Millis, now_ms};
 
 /// What the admin endpoints report on.
 #[derive(Debug)]
@@ -311,7 +311,7 @@ async fn open_store(state: &AdminState) -> Option<&crate::store::Store> {
 /// `GET /api/status`.
 async fn status(state: &AdminState) -> Status {
     let opened = open_store(state).await;
-    let now = console::now_millis();
+    let now = now_ms();
     let store = match state.store.as_ref().map(|_| opened) {
         None => None,
         Some(None) => Some(QueueView::unavailable(
@@ -401,7 +401,7 @@ async fn act(
     let ids = [uuid];
     let done = match action {
         Action::Replay => {
-            let replay = store.replay_ids(&ids, false, console::now_millis());
+            let replay = store.replay_ids(&ids, false, now_ms());
             tokio::time::timeout(STORE_WAIT, replay)
                 .await
                 .map(|r| r.map(Acted::from_replay))

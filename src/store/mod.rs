@@ -39,6 +39,11 @@ use self::sqlite::SqliteStore;
 /// Unix time in milliseconds.
 pub(crate) type Millis = i64;
 
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> Millis {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as Millis
+}
+
 /// A dedup key: SHA-256 over the route name, one zero byte, the raw body.
 pub(crate) type Key = [u8; 32];
 

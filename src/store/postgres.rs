@@ -432,7 +432,7 @@ impl PgStore {
                 .try_get(0)?;
             let latest = MIGRATIONS.len() as i32;
             if current < latest {
-                let now = now_ms();
+                let now = super::now_ms();
                 for (version, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
                     tx.batch_execute(&sql.replace("{s}", quoted)).await?;
                     tx.execute(
@@ -568,12 +568,6 @@ fn lock_key(purpose: &str, schema: &str) -> i64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(first)
-}
-
-fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
 }
 
 /// The rustls client config for `require` / `verify-full`.

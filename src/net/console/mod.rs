@@ -7,7 +7,7 @@
 //! serializable views; `net::admin` serves them and the page's assets.
 //! The store-dependent views take `&[RouteStats]` and `&Record`, so they
 //! are tested with hand-built records. An event view has no body, header,
-//! email or form field: [`EventView`] has no field that could hold one.
+//! email or form field: the store's [`Record`] has no field that could hold one.
 //!
 //! [`guard`] decides who may replay or drop.
 
@@ -17,7 +17,6 @@ mod rates;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use uuid::Uuid;
 
 pub use guard::TokenFile;
 pub(crate) use guard::authorize;
@@ -43,11 +42,6 @@ pub(crate) mod assets {
     pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
          connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
          frame-ancestors 'none'";
-}
-
-/// Now, as Unix milliseconds.
-pub(crate) fn now_millis() -> Millis {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as Millis
 }
 
 /// `GET /api/status`.
@@ -315,57 +309,20 @@ impl QueueView {
     }
 }
 
-/// One stored event as the console shows it: never its body or headers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct EventView {
-    /// UUIDv7.
-    pub(crate) id: Uuid,
-    /// The route's name.
-    pub(crate) route: String,
-    /// The event name.
-    pub(crate) event: String,
-    /// `pending`, `delivered` or `dead`.
-    pub(crate) state: State,
-    /// Attempts made so far.
-    pub(crate) attempts: u32,
-    /// When hookgate received it (Unix ms).
-    pub(crate) received_at: Millis,
-    /// When the next attempt is due (pending only; Unix ms).
-    pub(crate) next_attempt_at: Option<Millis>,
-    /// Why the last attempt failed (a status or a transport error kind).
-    pub(crate) last_error: Option<String>,
-    /// Last change of state (Unix ms).
-    pub(crate) updated_at: Millis,
-}
-
-impl From<&Record> for EventView {
-    fn from(r: &Record) -> Self {
-        Self {
-            id: r.id,
-            route: r.route.clone(),
-            event: r.event.clone(),
-            state: r.state,
-            attempts: r.attempts,
-            received_at: r.received_at,
-            next_attempt_at: r.next_attempt_at,
-            last_error: r.last_error.clone(),
-            updated_at: r.updated_at,
-        }
-    }
-}
-
 /// `GET /api/events`: `{"events": [...]}`, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct EventList {
-    /// The events (empty without a store).
-    pub(crate) events: Vec<EventView>,
+    /// The events (empty without a store): the store's records as they
+    /// are, which have no field that could hold a body, a header, an email
+    /// or a form field.
+    pub(crate) events: Vec<Record>,
 }
 
 impl EventList {
     /// From the store's records.
     pub(crate) fn new(records: &[Record]) -> Self {
         Self {
-            events: records.iter().map(EventView::from).collect(),
+            events: records.to_vec(),
         }
     }
 }
@@ -430,19 +387,19 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Acted {
     /// Done: the event after a replay, or as it was before a drop.
-    Done(EventView),
+    Done(Record),
     /// No such event.
     NotFound,
     /// A replay of a delivered event (the console never forces one).
-    AlreadyDelivered(EventView),
+    AlreadyDelivered(Record),
 }
 
 impl Acted {
     /// From `Store::replay_ids` for one id.
     pub(crate) fn from_replay(mut answers: Vec<Replayed>) -> Self {
         match answers.pop() {
-            Some(Replayed::Done(r)) => Self::Done(EventView::from(&r)),
-            Some(Replayed::Delivered(r)) => Self::AlreadyDelivered(EventView::from(&r)),
+            Some(Replayed::Done(r)) => Self::Done(r),
+            Some(Replayed::Delivered(r)) => Self::AlreadyDelivered(r),
             Some(Replayed::NotFound) | None => Self::NotFound,
         }
     }
@@ -450,7 +407,7 @@ impl Acted {
     /// From `Store::drop_ids` for one id.
     pub(crate) fn from_drop(mut answers: Vec<Option<Record>>) -> Self {
         match answers.pop().flatten() {
-            Some(r) => Self::Done(EventView::from(&r)),
+            Some(r) => Self::Done(r),
             None => Self::NotFound,
         }
     }
@@ -462,7 +419,7 @@ mod tests {
 
     fn record(id: u128, state: State, last_error: Option<&str>) -> Record {
         Record {
-            id: Uuid::from_u128(id),
+            id: uuid::Uuid::from_u128(id),
             route: "coolpopup".to_owned(),
             event: "popup.converted".to_owned(),
             state,
@@ -641,7 +598,7 @@ mod tests {
         replayed.attempts = 0;
         assert_eq!(
             Acted::from_replay(vec![Replayed::Done(replayed.clone())]),
-            Acted::Done(EventView::from(&replayed))
+            Acted::Done(replayed)
         );
         assert_eq!(
             Acted::from_replay(vec![Replayed::NotFound]),
@@ -653,7 +610,7 @@ mod tests {
         ));
         assert_eq!(
             Acted::from_drop(vec![Some(dead.clone())]),
-            Acted::Done(EventView::from(&dead))
+            Acted::Done(dead)
         );
         assert_eq!(Acted::from_drop(vec![None]), Acted::NotFound);
         assert_eq!(Acted::from_drop(vec![]), Acted::NotFound);
