@@ -152,12 +152,7 @@ async fn forward(
         Ok(request) => {
             let started = Instant::now();
             let result = gate.upstream.send(request).await;
-            gate.metrics
-                .upstream_duration
-                .get_or_create(&RouteLabels {
-                    route: route.name.clone(),
-                })
-                .observe(started.elapsed().as_secs_f64());
+            observe_upstream(gate, route, started);
             result
         }
         Err(e) => Err(e),
@@ -177,18 +172,8 @@ async fn deliver_once(
     key: dedup::Key,
     window: Duration,
 ) -> Outcome {
-    let duplicate = |envelope: &Result<Envelope, TransportError>| {
-        gate.metrics
-            .duplicates
-            .get_or_create(&EventLabels {
-                route: route.name.clone(),
-                event: event_label(envelope.as_ref().ok()),
-            })
-            .inc();
-        Outcome::new(Some(route.clone()), Ok(Answer::Duplicate))
-    };
     match gate.dedup.seen(&key, now_ms()).await {
-        Ok(true) => return duplicate(&envelope),
+        Ok(true) => return duplicate(gate, route, envelope.as_ref().ok()),
         Ok(false) => {}
         // Forwarding is better than refusing: the app may see a copy twice.
         Err(e) => {
@@ -202,7 +187,7 @@ async fn deliver_once(
                 tokio::time::timeout(gate.upstream.timeout(), rx.wait_for(Option::is_some)).await;
             let took = matches!(waited, Ok(Ok(ref v)) if **v == Some(true));
             if took {
-                return duplicate(&envelope);
+                return duplicate(gate, route, envelope.as_ref().ok());
             }
             // The earlier copy failed or is still waiting: this one goes itself.
             None
@@ -253,12 +238,7 @@ async fn deliver_once(
         Ok(Err(_panicked)) => return Outcome::new(Some(route.clone()), Err(Rejection::Internal)),
         Err(_) => Err(TransportError::Timeout(timeout)),
     };
-    gate.metrics
-        .upstream_duration
-        .get_or_create(&RouteLabels {
-            route: route.name.clone(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    observe_upstream(gate, route, started);
     Outcome::new(
         Some(route.clone()),
         result.map(Answer::Upstream).map_err(transport_rejection),
@@ -287,7 +267,6 @@ async fn enqueue(
         Ok(e) => e,
         Err(e) => return forward(gate, route, Err(e)).await,
     };
-    let event = event_label(Some(&envelope));
     let now = now_ms();
     let id = uuid::Uuid::now_v7();
     let new = NewEvent {
@@ -302,42 +281,50 @@ async fn enqueue(
             expires_at: now.saturating_add(window.as_millis() as i64),
         }),
     };
-    let store_metrics = gate.metrics.store.as_ref();
-    match tokio::time::timeout(queue.timeout, store.ingest_one(new)).await {
-        Ok(Ok(Ingested::Stored)) => {
+    let failure = match tokio::time::timeout(queue.timeout, store.ingest_one(new)).await {
+        Ok(Ok(ingested)) => {
             queue.health.record(true);
-            queue.wake(&route.name);
-            Outcome::new(Some(route.clone()), Ok(Answer::Queued(id)))
+            return match ingested {
+                Ingested::Stored => {
+                    queue.wake(&route.name);
+                    Outcome::new(Some(route.clone()), Ok(Answer::Queued(id)))
+                }
+                Ingested::Duplicate => duplicate(gate, route, Some(&envelope)),
+            };
         }
-        Ok(Ok(Ingested::Duplicate)) => {
-            queue.health.record(true);
-            gate.metrics
-                .duplicates
-                .get_or_create(&EventLabels {
-                    route: route.name.clone(),
-                    event,
-                })
-                .inc();
-            Outcome::new(Some(route.clone()), Ok(Answer::Duplicate))
-        }
-        Ok(Err(e)) => {
-            queue.health.record(false);
-            if let Some(m) = store_metrics {
-                m.up.set(0);
-            }
-            unavailable(e.to_string())
-        }
-        Err(_) => {
-            queue.health.record(false);
-            if let Some(m) = store_metrics {
-                m.up.set(0);
-            }
-            unavailable(format!(
-                "the store took longer than store.timeout ({:?})",
-                queue.timeout
-            ))
-        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "the store took longer than store.timeout ({:?})",
+            queue.timeout
+        ),
+    };
+    queue.health.record(false);
+    if let Some(m) = &gate.metrics.store {
+        m.up.set(0);
     }
+    unavailable(failure)
+}
+
+/// 200 `{"status":"duplicate"}`, counted in `hookgate_duplicates_total`.
+fn duplicate(gate: &Gate, route: &Arc<Route>, envelope: Option<&Envelope>) -> Outcome {
+    gate.metrics
+        .duplicates
+        .get_or_create(&EventLabels {
+            route: route.name.clone(),
+            event: event_label(envelope),
+        })
+        .inc();
+    Outcome::new(Some(route.clone()), Ok(Answer::Duplicate))
+}
+
+/// `hookgate_upstream_duration_seconds{route}`: the app's time since `started`.
+fn observe_upstream(gate: &Gate, route: &Route, started: Instant) {
+    gate.metrics
+        .upstream_duration
+        .get_or_create(&RouteLabels {
+            route: route.name.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// The `event` label of a request's metrics: one of the four, or `-`.
