@@ -18,20 +18,7 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 const ROUTE: &str = "/webhooks/coolpopup";
-
-/// The binary with no `HOOKGATE_*` variable inherited from the caller.
-fn hookgate() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("HOOKGATE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
 
 #[derive(Debug)]
 struct Ran {

@@ -22,7 +22,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,7 +32,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
 const PATH: &str = "/webhooks/queued";
 /// Concurrent senders, each on its own keep-alive connection.
 const TASKS: usize = 8;
@@ -42,18 +41,6 @@ const PER_TASK: usize = 50;
 const KILL_AFTER: usize = 100;
 /// No single request may take longer than this (store.timeout is 2 s).
 const REQUEST_LIMIT: Duration = Duration::from_secs(10);
-
-/// The binary with no `HOOKGATE_*` variable inherited from the caller.
-fn hookgate() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("HOOKGATE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
 
 /// A distinct `popup.converted` (dedup applies; a distinct campaign keeps
 /// two events apart), stamped with the test's start.
@@ -357,36 +344,6 @@ async fn send_events(
         }
     }
     seen
-}
-
-/// `hookgate events list --json` on the store: id -> state.
-async fn listed_states(config: PathBuf) -> HashMap<String, String> {
-    let out = tokio::task::spawn_blocking(move || {
-        hookgate()
-            .args(["events", "list", "--json", "--limit", "100000", "-c"])
-            .arg(&config)
-            .output()
-            .expect("cannot run hookgate events list")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "events list failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let doc: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("events list printed {line:?}: {e}"));
-            (
-                doc["id"].as_str().unwrap().to_owned(),
-                doc["state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 /// The `X-Webhook-Id` of each delivery.

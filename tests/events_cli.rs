@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use support::*;
 
@@ -25,18 +24,11 @@ struct Ran {
     reason = "a test helper: failing to run is a failure"
 )]
 fn events(config: &Path, args: &[&str]) -> Ran {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookgate"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("HOOKGATE_") {
-            cmd.env_remove(name);
-        }
-    }
-    let out = cmd
+    let out = hookgate()
         .arg("events")
         .args(args)
         .arg("-c")
         .arg(config)
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     Ran {

@@ -24,7 +24,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -34,24 +34,10 @@ use support::*;
 
 queued_suite::scenarios!(queued_suite::Engine::Postgres);
 
-const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
-
 /// `store.timeout` (the default): an ingest slower than this answers 503.
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// No request may take longer than `store.timeout` plus this.
 const MARGIN: Duration = Duration::from_millis(1500);
-
-/// The binary with no `HOOKGATE_*` variable inherited from the caller.
-fn hookgate() -> Command {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("HOOKGATE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
 
 /// Now, in Unix milliseconds (the clock hookgate stores times in).
 fn unix_ms() -> i64 {
@@ -168,37 +154,6 @@ async fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
         .body(Full::new(bytes::Bytes::new()))
         .ok()?;
     Some(sender.send_request(req).await.ok()?.status().as_u16())
-}
-
-/// `hookgate events list --json` on the store `config` names: id -> state.
-#[expect(clippy::unwrap_used, reason = "a test helper: failures panic")]
-async fn listed_states(config: PathBuf) -> HashMap<String, String> {
-    let out = tokio::task::spawn_blocking(move || {
-        hookgate()
-            .args(["events", "list", "--json", "--limit", "100000", "-c"])
-            .arg(&config)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "events list failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let doc: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("events list printed {line:?}: {e}"));
-            (
-                doc["id"].as_str().unwrap().to_owned(),
-                doc["state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 /// The `X-Webhook-Id` of a delivery.

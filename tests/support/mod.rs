@@ -831,3 +831,49 @@ impl Sidecar {
         }
     }
 }
+
+// === the hookgate binary ===
+
+/// The hookgate binary, with no `HOOKGATE_*` variable inherited from the
+/// caller and stdin closed.
+pub fn hookgate() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("HOOKGATE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// `hookgate events list --json` on the store of `config`: the state of
+/// every stored event, by id.
+pub async fn listed_states(config: PathBuf) -> std::collections::HashMap<String, String> {
+    let out = tokio::task::spawn_blocking(move || {
+        hookgate()
+            .args(["events", "list", "--json", "--limit", "100000", "-c"])
+            .arg(&config)
+            .output()
+            .expect("cannot run hookgate events list")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "events list failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let doc: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("events list printed {line:?}: {e}"));
+            (
+                doc["id"].as_str().unwrap().to_owned(),
+                doc["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
