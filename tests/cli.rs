@@ -453,23 +453,6 @@ fn sign_with_an_empty_or_missing_secret_fails() {
 // === serve + send ===
 
 /// Two distinct free loopback ports (bound together, then released).
-/// An address field (`listen=`, `admin=`) of the "hookgate ready" log line.
-#[expect(
-    clippy::unwrap_used,
-    reason = "a test helper: a malformed line fails the test"
-)]
-fn ready_field(line: &str, name: &str) -> SocketAddr {
-    let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-    let value: String = line[at..]
-        .chars()
-        .take_while(|c| !c.is_whitespace())
-        .filter(|c| *c != '"')
-        .collect();
-    value
-        .parse()
-        .unwrap_or_else(|e| panic!("{name} in {line:?}: {e}"))
-}
-
 /// `hookgate serve` as a child process; killed on drop if still running.
 struct Served {
     child: Option<Child>,
@@ -497,40 +480,15 @@ impl Served {
         text = text.replacen("[server]\n", &format!("[server]\n{server_extra}\n"), 1);
         let config = m.file("serve.toml", text.as_bytes());
         let log = m.dir().join("serve.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = hookgate()
-            .arg("serve")
-            .arg("-c")
-            .arg(&config)
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("cannot start hookgate serve");
-        let mut served = Self {
-            child: Some(child),
-            port: 0,
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        let spawned = spawn_serve(&config, &log, 10).await;
+        let served = Self {
+            child: Some(spawned.child),
+            port: spawned.addr.port(),
+            admin: spawned.admin,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = served.log();
-            if let Some(line) = text.lines().find(|l| l.contains("hookgate ready")) {
-                served.port = ready_field(line, "listen").port();
-                served.admin = ready_field(line, "admin");
-                assert_eq!(served.readyz().await, Some(200), "{text}");
-                return served;
-            }
-            if let Some(status) = served.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("hookgate serve exited early ({status}):\n{}", served.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hookgate serve not ready within 10 s:\n{}",
-                served.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert_eq!(served.readyz().await, Some(200), "{}", served.log());
+        served
     }
 
     fn log(&self) -> String {

@@ -95,16 +95,6 @@ impl Material {
     }
 }
 
-/// Two distinct free loopback ports (bound together, then released).
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
-}
-
 /// `hookgate serve` as a child process; killed on drop if still running.
 struct Served {
     child: Option<Child>,
@@ -118,41 +108,24 @@ impl Served {
     /// Starts `serve -c CONFIG` on fresh ports and waits (bounded 20 s)
     /// until /readyz answers 200 (the store opens before that).
     async fn start(m: &Material, app: &str, name: &str) -> Self {
-        let (port, admin_port) = free_ports();
-        let config = m.config(port, admin_port, app);
+        // Port 0: the ready line names the listeners (no free-port race).
+        let config = m.config(0, 0, app);
         let log = m.tls.dir.path().join(format!("{name}.log"));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = hookgate()
-            .arg("serve")
-            .arg("-c")
-            .arg(&config)
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("cannot start hookgate serve");
-        let mut served = Self {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+        let spawned = spawn_serve(&config, &log, 20).await;
+        let served = Self {
+            child: Some(spawned.child),
+            addr: spawned.addr,
+            admin: spawned.admin,
             config,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if admin_get(served.admin, "/readyz").await.map(|r| r.0) == Some(200) {
-                return served;
-            }
-            if let Some(status) = served.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("hookgate serve exited early ({status}):\n{}", served.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hookgate serve not ready within 20 s:\n{}",
-                served.log()
-            );
-            // Polling the readiness signal, not waiting for a guess.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert_eq!(
+            admin_get(served.admin, "/readyz").await.map(|r| r.0),
+            Some(200),
+            "{}",
+            served.log()
+        );
+        served
     }
 
     fn log(&self) -> String {

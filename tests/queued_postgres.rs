@@ -61,53 +61,29 @@ impl Served {
     /// (bounded 20 s) until `/readyz` answers 200 (the store opens first).
     #[expect(clippy::unwrap_used, reason = "a test helper: setup failures panic")]
     async fn start(mut opts: Options, name: &str) -> Self {
-        let (port, admin_port) = {
-            let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            (
-                a.local_addr().unwrap().port(),
-                b.local_addr().unwrap().port(),
-            )
-        };
-        opts.listen_ports = Some((port, admin_port));
         let tls = opts.tls.take().unwrap_or_else(make_tls);
         let secret = tls.dir.path().join("secret");
         std::fs::write(&secret, [SECRET, b"\n"].concat()).unwrap();
         let config = tls.dir.path().join(format!("{name}.toml"));
         std::fs::write(&config, config_text(&opts, &tls, &secret)).unwrap();
         let log = tls.dir.path().join(format!("{name}.log"));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = hookgate()
-            .arg("serve")
-            .arg("-c")
-            .arg(&config)
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start hookgate serve: {e}"));
-        let mut served = Self {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+        // Port 0: the ready line names the listeners (no free-port race).
+        let spawned = spawn_serve(&config, &log, 20).await;
+        let served = Self {
+            child: Some(spawned.child),
+            addr: spawned.addr,
+            admin: spawned.admin,
             tls,
             config,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if admin_status(served.admin, "/readyz").await == Some(200) {
-                return served;
-            }
-            if let Some(status) = served.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("hookgate serve exited early ({status}):\n{}", served.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "hookgate serve not ready within 20 s:\n{}",
-                served.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert_eq!(
+            admin_status(served.admin, "/readyz").await,
+            Some(200),
+            "{}",
+            served.log()
+        );
+        served
     }
 
     fn log(&self) -> String {

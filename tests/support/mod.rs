@@ -368,10 +368,6 @@ pub struct Options {
     pub tls_extra: String,
     /// Extra lines under [admin].
     pub admin_extra: String,
-    /// The (public, admin) ports the config text names, for a spawned
-    /// `hookgate serve`; `None`: port 0 (the in-process sidecar binds its
-    /// own listeners and ignores these keys).
-    pub listen_ports: Option<(u16, u16)>,
 }
 
 impl Options {
@@ -387,18 +383,16 @@ impl Options {
             reload_interval: "0s",
             tls_extra: String::new(),
             admin_extra: String::new(),
-            listen_ports: None,
         }
     }
 }
 
 /// The config text for `opts`, with the secret in `secret_file`.
 pub fn config_text(opts: &Options, tls: &TlsFiles, secret_file: &Path) -> String {
-    let (port, admin_port) = opts.listen_ports.unwrap_or((0, 0));
     let mut t = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 65536\n{}{}\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{}{}\n\
          [server.tls]\ncert_file = {:?}\nkey_file = {:?}\n{}\n\
-         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n{}\n\
          [upstream]\nurl = {:?}\ntimeout = {:?}\nconnect_timeout = \"500ms\"\n{}\n\
          [reload]\ninterval = {:?}\n",
         // 2 s unless the test sets its own.
@@ -876,4 +870,69 @@ pub async fn listed_states(config: PathBuf) -> std::collections::HashMap<String,
             )
         })
         .collect()
+}
+
+/// A `hookgate serve` process whose listeners are ready.
+pub struct Spawned {
+    pub child: std::process::Child,
+    /// The public listener, as the ready line names it.
+    pub addr: SocketAddr,
+    /// The admin listener, as the ready line names it.
+    pub admin: SocketAddr,
+}
+
+/// Starts `hookgate serve -c config` with stdout and stderr in `log` and
+/// waits (bounded by `secs`) for its "hookgate ready" line, which names
+/// both listeners: configs bind port 0, so no test guesses a free port.
+/// Panics with the log if the process exits first or is not ready in time.
+pub async fn spawn_serve(config: &Path, log: &Path, secs: u64) -> Spawned {
+    let log_file = std::fs::File::create(log).unwrap();
+    let mut child = hookgate()
+        .arg("serve")
+        .arg("-c")
+        .arg(config)
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("cannot start hookgate serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("hookgate ready")) {
+            return Spawned {
+                child,
+                addr: ready_field(line, "listen"),
+                admin: ready_field(line, "admin"),
+            };
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("hookgate serve exited early ({status}):\n{text}");
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hookgate serve not ready within {secs} s:\n{text}");
+        }
+        // Polling the log for the ready line: the signal the process gives.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An address field (`listen`, `admin`) of the "hookgate ready" log line,
+/// in the pretty (`listen=ADDR`) or the JSON (`"listen":"ADDR"`) format.
+pub fn ready_field(line: &str, name: &str) -> SocketAddr {
+    let (pretty, json) = (format!("{name}="), format!("\"{name}\""));
+    let after = line
+        .find(&pretty)
+        .map(|at| at + pretty.len())
+        .or_else(|| line.find(&json).map(|at| at + json.len()))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"));
+    let value: String = line[after..]
+        .chars()
+        .skip_while(|c| matches!(c, '"' | '=' | ':' | ' '))
+        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("{name} {value:?} in {line:?}: {e}"))
 }
