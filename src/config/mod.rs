@@ -78,8 +78,9 @@ impl Default for DedupConfig {
     }
 }
 
-/// `[store]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[store]`. Its `Debug` redacts `url` (it holds a password), as
+/// serializing skips it.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
     /// "sqlite" (embedded) or "postgres".
@@ -105,6 +106,22 @@ pub struct StoreConfig {
     /// A write that takes longer answers 503 `store_unavailable`.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("engine", &self.engine)
+            .field("path", &self.path)
+            .field("url_file", &self.url_file)
+            .field("url", &self.url.as_ref().map(|_| "[redacted]"))
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Default for StoreConfig {
@@ -819,6 +836,20 @@ mod tests {
         path = "/webhooks/coolpopup"
         secret_env = ["X"]
     "#;
+
+    #[test]
+    fn the_store_url_never_prints() {
+        let store = StoreConfig {
+            url: Some("postgresql://hookgate:s3cret-pw@db/hookgate".to_owned()),
+            ..StoreConfig::default()
+        };
+        let text = format!("{store:?}");
+        assert!(
+            !text.contains("s3cret-pw") && text.contains("[redacted]"),
+            "{text}"
+        );
+        assert!(!toml::to_string(&store).unwrap().contains("s3cret-pw"));
+    }
 
     #[test]
     fn minimal_config_gets_spec_defaults() {
