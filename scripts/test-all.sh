@@ -3,12 +3,14 @@
 #   1. formatting and lints
 #   2. unit and integration tests (real TLS sockets on 127.0.0.1:0)
 #   3. the release binary against the black-box conformance suite (../shared)
-#   4. the admin console in headless Chromium (tests/browser/console.py)
-#   5. the deploy/ manifests and the image's runtime contract (deploy/check.sh)
+#   4. the release binary under faults (security/faults.py --short, ~25 s) and
+#      its TLS listener scanned (security/tls-scan.sh --short, ~40-55 s)
+#   5. the admin console in headless Chromium (tests/browser/console.py)
+#   6. the deploy/ manifests and the image's runtime contract (deploy/check.sh)
 # Needs: cargo (with rustfmt and clippy), python3, openssl, PostgreSQL server
-# binaries (package postgresql: the store tests start their own), chromium and
-# chromium-driver with Python's selenium (.ci/run installs them); deploy/check.sh
-# installs its own Python packages.
+# binaries (package postgresql: the store tests start their own), testssl.sh,
+# chromium and chromium-driver with Python's selenium (.ci/run installs them);
+# deploy/check.sh installs its own Python packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +40,14 @@ else
     echo "../shared/conformance/run.py not found: the conformance suite needs the shared folder beside the repo" >&2
     exit 1
 fi
+
+# The short modes run every phase and every verdict line of SECURITY.md's
+# security tests, lighter; the full runs are documented there.
+step "faults under load, short (security/faults.py --short)"
+python3 security/faults.py --short --bin target/release/hookgate
+
+step "TLS scan, short (security/tls-scan.sh --short)"
+HG_BIN=target/release/hookgate bash security/tls-scan.sh --short
 
 step "admin console in a browser (headless Chromium, Selenium)"
 python3 tests/browser/console.py target/release/hookgate

@@ -22,10 +22,26 @@ every extra copy at the app is explained by an attempt that failed after the
 app received it; no attempt took longer than the provider's 5 s; hookgate
 exited 0 on SIGTERM; RSS stayed flat after warm-up.
 
+Attempts count in the phase they started in, and a fault is injected only
+once the previous phase's attempts are answered: no attempt meets the fault
+of a later phase than its own (a phase's first attempts may still precede
+its fault), and the attempts the slow app holds (504 at upstream.timeout)
+do not eat into the next phase. Every check also asserts that what it checks happened (attempts
+in the phase, extra copies to explain, requests in flight at SIGTERM), so
+none passes vacuously.
+
 Prints a table per phase and "N passed, M failed"; exit status 1 on any
 failure. Stdlib only; needs openssl on PATH for the certificates.
 
     python3 security/faults.py [--bin target/release/hookgate] [--threads 4] [--seconds 6]
+    python3 security/faults.py --short      # what CI runs (scripts/test-all.sh)
+
+--short runs every phase and every check, lighter and shorter: 2 provider
+threads and 2 s phases (explicit --threads/--seconds still win). What the
+checks need is unchanged: the slow app still answers after 6 s against
+hookgate's 4 s upstream.timeout and the provider's 5 s, the app is still
+down for 2 s, and requests are still held 1 s at the app when SIGTERM
+lands. About 30 s instead of about 1 min.
 """
 import argparse
 import http.client
@@ -260,6 +276,7 @@ class Provider:
         self.attempts = []       # (phase, event, attempt, status or error, seconds, started)
         self.delivered = {}      # event -> attempt that got 200
         self.in_flight = Counter()  # secret -> attempts in flight signed with it
+        self.in_flight_phase = Counter()  # phase -> attempts in flight started in it
         self.workers = []
         self.peer_certs = set()
         self.seq = Counter()
@@ -282,6 +299,7 @@ class Provider:
             secret = self.secret
             self.in_flight[secret] += 1
             phase = self.phase
+            self.in_flight_phase[phase] += 1
         body = self.body(event, attempt_id)
         sig = hmac.new(secret, body, hashlib.sha256).hexdigest()
         started = time.monotonic()
@@ -301,6 +319,7 @@ class Provider:
         finally:
             with self.lock:
                 self.in_flight[secret] -= 1
+                self.in_flight_phase[phase] -= 1
         took = time.monotonic() - started
         with self.lock:
             self.attempts.append((phase, event, attempt_id, outcome, took, started))
@@ -337,9 +356,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap.add_argument("--bin", default=os.path.join(root, "target/release/hookgate"))
-    ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=6.0, help="length of each phase")
+    ap.add_argument("--threads", type=int, help="provider threads (default 4; 2 with --short)")
+    ap.add_argument("--seconds", type=float, help="length of each phase (default 6; 2 with --short)")
+    ap.add_argument("--short", action="store_true",
+                    help="every phase and every check, lighter and shorter (CI)")
     args = ap.parse_args()
+    if args.threads is None:
+        args.threads = 2 if args.short else 4
+    if args.seconds is None:
+        args.seconds = 2.0 if args.short else 6.0
+    if args.threads < 1 or args.seconds <= 0:
+        sys.exit("--threads must be >= 1 and --seconds > 0")
     if not os.access(args.bin, os.X_OK):
         sys.exit(f"{args.bin} not found: cargo build --release")
 
@@ -404,8 +431,16 @@ secret_files = ["{s1}", "{s2}"]
         rss = {}
 
         def phase(name):
+            """Start a phase: new attempts count in it; the caller injects the
+            fault once this returns, when the previous phase's attempts are
+            answered (bounded): none of them meets this phase's fault, and
+            the attempts the slow app holds (504 at upstream.timeout) do not
+            eat into it."""
             with provider.lock:
-                provider.phase = name
+                previous, provider.phase = provider.phase, name
+            deadline = time.time() + 10
+            while provider.in_flight_phase[previous] > 0 and time.time() < deadline:
+                time.sleep(0.005)
 
         # warm-up
         time.sleep(phase_len)
@@ -485,26 +520,33 @@ secret_files = ["{s1}", "{s2}"]
             by_event[a[1]].append(a)
         ok_attempts = [a for a in attempts if a[3] == 200]
         not_once = [a[2] for a in ok_attempts if app.received[a[2]] != 1 or app.answered_ok[a[2]] != 1]
-        check("every 200 was received by the app exactly once", not not_once and ok_attempts,
+        check("every 200 was received by the app exactly once", not not_once and bool(ok_attempts),
               f"{len(ok_attempts)} answered 200; wrong: {not_once[:5]}")
         dup_forwards = [k for k, v in app.received.items() if v > 1]
-        check("no attempt forwarded twice", not dup_forwards, str(dup_forwards[:5]))
-        bad = Counter(a[3] for a in attempts
-                      if a[3] != 200 and not (a[3] in (502, 503, 504) or isinstance(a[3], str)))
-        check("every non-200 is retriable (502/503/504 or a connection error)", not bad, dict(bad))
+        check("no attempt forwarded twice", not dup_forwards and bool(app.received),
+              f"{sum(app.received.values())} received; twice: {dup_forwards[:5]}")
+        non_200 = [a[3] for a in attempts if a[3] != 200]
+        bad = Counter(s for s in non_200 if not (s in (502, 503, 504) or isinstance(s, str)))
+        check("every non-200 is retriable (502/503/504 or a connection error)", non_200 and not bad,
+              f"{len(non_200)} non-200; not retriable: {dict(bad)}")
         lost = [e for e in by_event if e not in provider.delivered]
-        check("nothing lost: every event delivered (with retries)", not lost,
+        check("nothing lost: every event delivered (with retries)", by_event and not lost,
               f"{len(by_event)} events; undelivered: {lost[:5]}")
-        unexplained = []
+        unexplained, extra = [], 0
         for event, n in app.events.items():
             tries = by_event.get(event, [])
             failed_after_receipt = sum(1 for a in tries if a[3] != 200 and app.received[a[2]] > 0)
+            extra += max(n - 1, 0)
             if n > 1 + failed_after_receipt:
                 unexplained.append(event)
+        # The slow and abort phases make extra copies (the app received the
+        # attempt, the provider saw 504/502 and retried): none would mean the
+        # check had nothing to explain.
         check("every extra copy at the app follows a failed attempt the app had received",
-              not unexplained, str(unexplained[:5]))
+              extra > 0 and not unexplained, f"{extra} extra copies; unexplained: {unexplained[:5]}")
         slow = [(a[0], a[3], round(a[4], 2)) for a in attempts if a[4] > DEADLINE]
-        check(f"no attempt took longer than {DEADLINE:.0f} s", not slow, str(slow[:5]))
+        check(f"no attempt took longer than {DEADLINE:.0f} s", attempts and not slow,
+              f"longest {max((a[4] for a in attempts), default=0):.2f} s; over: {slow[:5]}")
         in_flight = [a for a in attempts if a[5] < sigterm_at < a[5] + a[4]]
         check("requests in flight at SIGTERM were answered 200",
               in_flight and all(a[3] == 200 for a in in_flight),
@@ -514,8 +556,10 @@ secret_files = ["{s1}", "{s2}"]
         check("upstream-abort gave 502", in_phase("upstream-abort", 502) > 0)
         check("upstream-down gave 502", in_phase("upstream-down", 502) > 0)
         for p in ("secret-rotation", "cert-rotation"):
-            failures = [a[3] for a in attempts if a[0] == p and a[3] != 200]
-            check(f"{p}: no failed attempt", not failures, str(Counter(failures)))
+            rows = [a[3] for a in attempts if a[0] == p]
+            failures = [s for s in rows if s != 200]
+            check(f"{p}: no failed attempt", rows and not failures,
+                  f"{len(rows)} attempts; failed: {dict(Counter(failures))}")
         warm, end = rss["warm (2nd process)"], rss["end (2nd process)"]
         check("RSS flat after warm-up (2nd process: end <= warm + 25% + 4 MiB)",
               end <= warm * 1.25 + 4096, f"{warm} -> {end} KiB")
