@@ -523,9 +523,14 @@ async fn purges(store: Store, retention: Vec<Retention>, stop: CancellationToken
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
+        let started = std::time::Instant::now();
         match store.purge(now_ms(), &retention).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "retention purge"),
+            Ok(n) => tracing::info!(
+                deleted = n,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "retention purge"
+            ),
             Err(e) => tracing::warn!(error = %e, "retention purge failed; retried in a minute"),
         }
     }

@@ -60,8 +60,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Rows one purge transaction deletes at most: writes queued behind a purge
-/// wait for one chunk, not for the whole purge.
-const PURGE_CHUNK: u64 = 1_000;
+/// wait for one chunk, not for the whole purge. 1,000 made ingests wait up
+/// to ~250 ms behind a chunk in the soak (benches/RESULTS.md, "Soak");
+/// 200 keeps that wait near one ordinary commit.
+const PURGE_CHUNK: u64 = 200;
 
 /// `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`. Append
 /// only; never edit a step that has shipped.

@@ -60,6 +60,7 @@ macro_rules! engine_suite {
             drop_ids_and_matching,
             stats_counts_by_route,
             purge_respects_retention,
+            purge_goes_past_one_chunk,
             ping_answers,
         );
     };
@@ -807,6 +808,22 @@ pub(crate) async fn purge_respects_retention<E: Engine>(e: &E) {
         vec![Ingested::Duplicate],
         "a purged event keeps its key"
     );
+}
+
+/// `purge` deletes in chunks (so writes queued behind it wait for one chunk
+/// only) and keeps going until nothing is left: 2,500 expired keys, more
+/// than two chunks of either engine, all go in one call.
+pub(crate) async fn purge_goes_past_one_chunk<E: Engine>(e: &E) {
+    let batch: Vec<NewEvent> = (0..2_500)
+        .map(|i| keyed_event("r1", T0 + i, format!("{{\"n\":{i}}}").as_bytes(), T0 + 50))
+        .collect();
+    let first = batch[0].dedup.as_ref().map(|d| d.key).unwrap();
+    let outcome = e.ingest(batch).await.unwrap();
+    assert!(outcome.iter().all(|o| *o == Ingested::Stored));
+    assert!(e.seen(&first, T0).await.unwrap());
+    assert_eq!(e.purge(T0 + 100, &[]).await.unwrap(), 2_500);
+    assert!(!e.seen(&first, T0).await.unwrap(), "the first chunk went");
+    assert_eq!(e.purge(T0 + 100, &[]).await.unwrap(), 0);
 }
 
 /// `ping` answers on a healthy store.
