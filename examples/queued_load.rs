@@ -29,7 +29,6 @@
 //! throughput of 200s, and latency percentiles in ms. Exits 1 if any answer
 //! was not a 200 or a connection failed.
 
-use std::error::Error;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,10 +37,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hmac::{KeyInit, Mac};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
-type BoxError = Box<dyn Error + Send + Sync>;
+mod common;
+
+use common::{BoxError, Pace, Sender, connect, tls_connector};
 
 struct Args {
     addr: SocketAddr,
@@ -130,18 +129,6 @@ struct Tally {
     first_other: Option<String>,
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(args: &Args, tls: &tokio_rustls::TlsConnector) -> Result<Sender, BoxError> {
-    let tcp = TcpStream::connect(args.addr).await?;
-    tcp.set_nodelay(true)?;
-    let name = rustls_pki_types::ServerName::try_from("localhost")?;
-    let stream = tls.connect(name, tcp).await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
 async fn connection(
     args: Arc<Args>,
     tls: tokio_rustls::TlsConnector,
@@ -159,33 +146,11 @@ async fn connection(
     };
     let end = start + args.warmup + args.duration;
     let counted_from = start + args.warmup;
-    let interval =
-        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.conns as f64 / args.rate));
-    // Connections start spread over one interval.
-    let mut due = start
-        + interval.map_or(Duration::ZERO, |i| {
-            i.mul_f64(conn_no as f64 / args.conns as f64)
-        });
+    let mut pace = Pace::new(args.rate, args.conns, conn_no, start, end);
     let mut sender: Option<Sender> = None;
     let mut n: u64 = 0;
     let host = format!("localhost:{}", args.addr.port());
-    loop {
-        if interval.is_some() {
-            if due >= end {
-                break;
-            }
-            tokio::time::sleep_until(due.into()).await;
-        } else if Instant::now() >= end {
-            break;
-        }
-        let sent_due = if interval.is_some() {
-            due
-        } else {
-            Instant::now()
-        };
-        if let Some(i) = interval {
-            due += i;
-        }
+    while let Some(sent_due) = pace.next().await {
         // This request's own campaign id: tag, connection, sequence.
         let id = format!("{:0>24}", format!("{}{conn_no:x}x{n:x}", args.tag));
         n += 1;
@@ -197,7 +162,7 @@ async fn connection(
         mac.update(&body);
         let sig = hex::encode(mac.finalize().into_bytes());
         if sender.is_none() {
-            match connect(&args, &tls).await {
+            match connect(args.addr, &tls).await {
                 Ok(s) => sender = Some(s),
                 Err(e) => {
                     tally.errors += 1;
@@ -269,12 +234,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn main() -> Result<(), BoxError> {
     let args = Arc::new(args()?);
-    let trust = args
-        .ca
-        .clone()
-        .map_or(hookgate::Trust::Insecure, hookgate::Trust::Pem);
-    let config = hookgate::tls_config(&trust, &[b"http/1.1"])?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tls = tls_connector(args.ca.clone())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -43,7 +43,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::error::Error;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +58,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
-type BoxError = Box<dyn Error + Send + Sync>;
+mod common;
+
+use common::{BoxError, Pace, Sender, connect, tls_connector};
 
 /// What a request is, and what it must be answered.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -394,18 +395,6 @@ struct Tally {
     latencies: [Vec<u32>; 5],
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(args: &Args, tls: &tokio_rustls::TlsConnector) -> Result<Sender, BoxError> {
-    let tcp = TcpStream::connect(args.addr).await?;
-    tcp.set_nodelay(true)?;
-    let name = rustls_pki_types::ServerName::try_from("localhost")?;
-    let stream = tls.connect(name, tcp).await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
 fn outcome(status: u16, bytes: &[u8]) -> String {
     let doc: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     match status {
@@ -438,33 +427,12 @@ async fn connection(
     let bad_key: Vec<u8> = args.secret.iter().rev().chain(b"-wrong").copied().collect();
     let end = start + args.duration;
     let counted_from = start + args.warmup;
-    let interval =
-        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.conns as f64 / args.rate));
-    let mut due = start
-        + interval.map_or(Duration::ZERO, |i| {
-            i.mul_f64(conn_no as f64 / args.conns as f64)
-        });
+    let mut pace = Pace::new(args.rate, args.conns, conn_no, start, end);
     let mut sender: Option<Sender> = None;
     let host = format!("localhost:{}", args.addr.port());
     // The latest conversion answered 200, per route (0 direct, 1 queued).
     let mut last: [Option<Sent>; 2] = [None, None];
-    loop {
-        if interval.is_some() {
-            if due >= end {
-                break;
-            }
-            tokio::time::sleep_until(due.into()).await;
-        } else if Instant::now() >= end {
-            break;
-        }
-        let sent_due = if interval.is_some() {
-            due
-        } else {
-            Instant::now()
-        };
-        if let Some(i) = interval {
-            due += i;
-        }
+    while let Some(sent_due) = pace.next().await {
         let seq = tally.ledger.len() as u64;
         let id = format!("soak-{}-{conn_no}-{seq}", args.tag);
         let mut kind = slots[(seq % slots.len() as u64) as usize];
@@ -537,7 +505,7 @@ async fn connection(
                 sender = None;
             }
             if sender.is_none() {
-                match connect(&args, &tls).await {
+                match connect(args.addr, &tls).await {
                     Ok(s) => sender = Some(s),
                     Err(e) => {
                         tally.first_error.get_or_insert(format!("connect: {e}"));
@@ -707,12 +675,7 @@ fn check(tallies: &[Tally], app: &App) -> Check {
 
 fn main() -> Result<(), BoxError> {
     let args = Arc::new(args()?);
-    let trust = args
-        .ca
-        .clone()
-        .map_or(hookgate::Trust::Insecure, hookgate::Trust::Pem);
-    let config = hookgate::tls_config(&trust, &[b"http/1.1"])?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tls = tls_connector(args.ca.clone())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

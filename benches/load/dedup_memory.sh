@@ -31,8 +31,9 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${OUT:-$TARGET_DIR/bench-load/dedup-memory-$(date +%Y%m%d-%H%M%S)}
 HG_BIN=${HG_BIN:-}
 
-log() { printf '[dedup_memory.sh] %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+BENCH=dedup_memory.sh
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 
 log "building the release binary, the bench upstream and the load client"
 timeout 900 cargo build --release --quiet --bin hookgate --example bench_upstream --example queued_load
@@ -44,18 +45,9 @@ cp "$TARGET_DIR/release/examples/bench_upstream" "$TARGET_DIR/release/examples/q
 [ -n "$HG_BIN" ] || { cp "$TARGET_DIR/release/hookgate" "$OUT/hookgate"; HG_BIN=$OUT/hookgate; }
 UPSTREAM_BIN=$WORK/bench_upstream
 LOAD_BIN=$WORK/queued_load
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_cleanup_on_exit
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+self_signed_cert
 printf 'whsec-load-benchmark-0123456789abcdef\n' > "$WORK/secret"
 
 taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &

@@ -28,20 +28,11 @@ OUT=${OUT:-$TARGET_DIR/bench-load/memory-$(date +%Y%m%d-%H%M%S)}
 HG_BIN=${HG_BIN:-$TARGET_DIR/release/hookgate}
 UPSTREAM_BIN=$TARGET_DIR/release/examples/bench_upstream
 
-log() { printf '[memory.sh] %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+BENCH=memory.sh
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 
-need=()
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v openssl >/dev/null || need+=(openssl)
-command -v curl >/dev/null || need+=(curl)
-command -v taskset >/dev/null || need+=(util-linux)
-command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    timeout 300 apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_tools nginx=nginx-light openssl=openssl curl=curl taskset=util-linux python3=python3
 # Both ends of HOLD connections in this one process tree, plus slack.
 want_fds=$((2 * HOLD + 256))
 [ "$(ulimit -n)" -ge "$want_fds" ] || ulimit -n "$want_fds" || die "ulimit -n $want_fds refused"
@@ -51,18 +42,9 @@ timeout 900 cargo build --release --quiet --bin hookgate --example bench_upstrea
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/hookgate-mem.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_cleanup_on_exit
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+self_signed_cert
 printf 'whsec-load-benchmark-0123456789abcdef\n' > "$WORK/secret"
 python3 "$ROOT/benches/load/body.py" "$WORK/body.json" 1024
 SIG=$("$HG_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")

@@ -76,23 +76,12 @@ ALT_SED=${ALT_SED:-}
 TARGETS="a b c"; [ -z "$ALT_BIN" ] || TARGETS="a b c d"
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 
-log() { printf '[run.sh] %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+BENCH=run.sh
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 
 # --- tools ------------------------------------------------------------------
-need=()
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v wrk >/dev/null || need+=(wrk)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v openssl >/dev/null || need+=(openssl)
-command -v curl >/dev/null || need+=(curl)
-command -v taskset >/dev/null || need+=(util-linux)
-command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    timeout 300 apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_tools nginx=nginx-light wrk=wrk h2load=nghttp2-client openssl=openssl curl=curl taskset=util-linux python3=python3
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (one for the system under test, one for load)"
 
 log "building the release binary and the bench upstream"
@@ -101,19 +90,10 @@ UPSTREAM_BIN=$TARGET_DIR/release/examples/bench_upstream
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/hookgate-load.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_cleanup_on_exit
 
 # --- material: ECDSA P-256 certificate, secret, a signed 1 KiB body ----------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+self_signed_cert
 printf 'whsec-load-benchmark-0123456789abcdef\n' > "$WORK/secret"
 python3 "$ROOT/benches/load/body.py" "$WORK/body.json" 1024
 SIG=$("$HG_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")

@@ -63,23 +63,12 @@ HG_BIN=${HG_BIN:-$TARGET_DIR/release/hookgate}
 STORE_DIR=${STORE_DIR:-/tmp}
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 
-log() { printf '[queued/postgres.sh] %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+BENCH=queued/postgres.sh
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 
 # --- tools ------------------------------------------------------------------
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v openssl >/dev/null || need+=(openssl)
-command -v curl >/dev/null || need+=(curl)
-command -v taskset >/dev/null || need+=(util-linux)
-command -v setpriv >/dev/null || need+=(util-linux)
-command -v python3 >/dev/null || need+=(python3)
-compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    timeout 300 apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_tools wrk=wrk openssl=openssl curl=curl taskset=util-linux setpriv=util-linux python3=python3 initdb=postgresql
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (one for the sidecar, one for load, the app and the database)"
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
@@ -91,30 +80,18 @@ LOAD_BIN=$TARGET_DIR/release/examples/queued_load
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$STORE_DIR/hookgate-queued-pg.XXXXXX")
 chmod 755 "$WORK"
-PIDS=()
 # PostgreSQL refuses to run as root: its commands run as `postgres` then.
 PG_AS=()
 [ "$(id -u)" != 0 ] || PG_AS=(setpriv --reuid=postgres --regid=postgres --init-groups --)
 as_pg() { "${PG_AS[@]}" "$@"; }
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+bench_cleanup_extra() {
     if [ -f "$WORK/pg/postmaster.pid" ]; then
         as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
     fi
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
 }
-trap cleanup EXIT
+bench_cleanup_on_exit
 
-read -r UP_PORT HUNG_PORT PG_PORT PUB ADM < <(python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
+read -r UP_PORT HUNG_PORT PG_PORT PUB ADM < <(free_ports 5)
 
 # --- the database (CPU $LOAD_CPU) --------------------------------------------
 mkdir -p "$WORK/pg" "$WORK/pgsock"
@@ -146,9 +123,7 @@ FSYNC=$(as_pg "$PG_BIN/pg_test_fsync" -s 1 -f "$WORK/pg/fsync.test" 2>/dev/null 
     | awk '/one 8kB write/ {f = 1} f && $1 == "fdatasync" {print $2; exit}')
 
 # --- material ---------------------------------------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+self_signed_cert
 printf 'whsec-queued-benchmark-0123456789abcdef\n' > "$WORK/secret"
 python3 "$ROOT/benches/load/body.py" "$WORK/converted.json" 1024
 sed 's/"popup\.converted"/"popup.shown"/' "$WORK/converted.json" > "$WORK/body.json"

@@ -56,21 +56,12 @@ HG_BIN=${HG_BIN:-$TARGET_DIR/release/hookgate}
 STORE_DIR=${STORE_DIR:-/tmp}
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 
-log() { printf '[queued/run.sh] %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+BENCH=queued/run.sh
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 
 # --- tools ------------------------------------------------------------------
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v openssl >/dev/null || need+=(openssl)
-command -v curl >/dev/null || need+=(curl)
-command -v taskset >/dev/null || need+=(util-linux)
-command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    timeout 300 apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_tools wrk=wrk openssl=openssl curl=curl taskset=util-linux python3=python3
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (one for the sidecar, one for load and the app)"
 
 log "building the release binary and the bench upstream"
@@ -79,29 +70,13 @@ UPSTREAM_BIN=$TARGET_DIR/release/examples/bench_upstream
 
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$STORE_DIR/hookgate-queued.XXXXXX")
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_cleanup_on_exit
 
 # Free loopback ports (bound together, released): app, hung app, 3 x (public, admin).
-read -r UP_PORT HUNG_PORT P1 A1 P2 A2 P3 A3 < <(python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(8)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
+read -r UP_PORT HUNG_PORT P1 A1 P2 A2 P3 A3 < <(free_ports 8)
 
 # --- material ---------------------------------------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+self_signed_cert
 printf 'whsec-queued-benchmark-0123456789abcdef\n' > "$WORK/secret"
 python3 "$ROOT/benches/load/body.py" "$WORK/converted.json" 1024
 sed 's/"popup\.converted"/"popup.shown"/' "$WORK/converted.json" > "$WORK/body.json"

@@ -71,18 +71,11 @@ SOAK_BIN=$TARGET_DIR/release/examples/soak
 STORE_DIR=${STORE_DIR:-/tmp}
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 
-log() { printf '[soak/run.sh] %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
+BENCH=soak/run.sh
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 
-need=()
-command -v openssl >/dev/null || need+=(openssl)
-command -v curl >/dev/null || need+=(curl)
-command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    timeout 300 apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_tools openssl=openssl curl=curl python3=python3
 # Pinning: the sidecar on one CPU, the load and the app on the other.
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
     SUT=(nice -n "$NICE" taskset -c "$SUT_CPU")
@@ -101,28 +94,12 @@ timeout 1800 cargo build --release --locked --quiet --bin hookgate --examples
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$STORE_DIR/hookgate-soak.XXXXXX")
 mkdir -p "$WORK/store"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_cleanup_on_exit
 
 # Free loopback ports (bound together, released): public, admin, app.
-read -r PORT ADMIN APP < <(python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
+read -r PORT ADMIN APP < <(free_ports 3)
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+self_signed_cert
 # A throwaway secret, made here and deleted with $WORK; never printed.
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$WORK/secret"
 DB=$WORK/store/events.db
