@@ -65,3 +65,14 @@ self_signed_cert() {
         -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
         -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
 }
+
+# wait_http URL [LOG]: waits up to $WAIT_HTTP_S seconds (default 10) for URL
+# to answer 200 (any certificate), else dies, quoting LOG's last lines.
+wait_http() {
+    local tries=$(( ${WAIT_HTTP_S:-10} * 20 ))
+    for _ in $(seq 1 "$tries"); do
+        if curl -skf --max-time 1 -o /dev/null "$1"; then return 0; fi
+        sleep 0.05
+    done
+    die "$1 did not answer 200 within ${WAIT_HTTP_S:-10} s${2:+: $(tail -5 "$2" | tr "\n" " ")}"
+}

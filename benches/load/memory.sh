@@ -49,13 +49,6 @@ printf 'whsec-load-benchmark-0123456789abcdef\n' > "$WORK/secret"
 python3 "$ROOT/benches/load/body.py" "$WORK/body.json" 1024
 SIG=$("$HG_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")
 
-wait_http() {
-    for _ in $(seq 1 200); do
-        if curl -skf --max-time 1 -o /dev/null "$1"; then return 0; fi
-        sleep 0.05
-    done
-    die "$1 did not answer 200 within 10 s"
-}
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 
 taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &

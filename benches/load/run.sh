@@ -117,13 +117,6 @@ nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$
 UP_PID=$!
 PIDS+=("$UP_PID")
 
-wait_http() { # URL [LOG]: bounded wait for a 200
-    for _ in $(seq 1 200); do
-        if curl -skf --max-time 1 -o /dev/null "$1"; then return 0; fi
-        sleep 0.05
-    done
-    die "$1 did not answer 200 within 10 s${2:+: $(tail -5 "$2" | tr "\n" " ")}"
-}
 wait_http "http://127.0.0.1:$UP_PORT/count"
 upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 

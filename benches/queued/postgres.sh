@@ -146,13 +146,7 @@ EOF
 # --- the app stand-in and a hung app (CPU $LOAD_CPU) -------------------------
 nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
 PIDS+=("$!")
-wait_http() { # URL [LOG]: bounded wait for a 200
-    for _ in $(seq 1 400); do
-        if curl -sf --max-time 1 -o /dev/null "$1"; then return 0; fi
-        sleep 0.05
-    done
-    die "$1 did not answer 200 within 20 s${2:+: $(tail -5 "$2" | tr "\n" " ")}"
-}
+WAIT_HTTP_S=20
 wait_http "http://127.0.0.1:$UP_PORT/count"
 app_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 # Listens, never accepts (the kernel completes the handshakes).

@@ -100,13 +100,6 @@ EOF
 # --- the app stand-in (CPU $LOAD_CPU) ---------------------------------------
 nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
 PIDS+=("$!")
-wait_http() { # URL [LOG]: bounded wait for a 200
-    for _ in $(seq 1 200); do
-        if curl -sf --max-time 1 -o /dev/null "$1"; then return 0; fi
-        sleep 0.05
-    done
-    die "$1 did not answer 200 within 10 s${2:+: $(tail -5 "$2" | tr "\n" " ")}"
-}
 wait_http "http://127.0.0.1:$UP_PORT/count"
 app_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 # The hung app: listens, never accepts (the kernel completes the handshakes).
