@@ -38,33 +38,10 @@ const SIZES: [(usize, &str); 3] = [(512, "0.5KiB"), (1024, "1KiB"), (4096, "4KiB
 /// A valid `popup.converted` body of exactly `size` bytes: the spec's
 /// example, with more `visitor.fields` entries, padded by an unknown field.
 fn body(size: usize) -> Vec<u8> {
-    // A fresh timestamp, as the replay window wants; always 20 bytes.
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    let head = format!(
-        r#"{{"event":"popup.converted","campaign_id":"camp_abc123","campaign_name":"Summer Sale Popup","timestamp":"{now}","visitor":{{"email":"jane@example.com","fields":{{"name":"Jane Smith","email":"jane@example.com""#
-    );
-    let tail = r#"}},"page_url":"https://yoursite.com/products/summer-sale""#;
-    let mut fields = String::new();
-    let mut i = 0;
-    loop {
-        let entry = format!(r#","field_{i}":"answer number {i} to question {i}""#);
-        // Leave room for the tail, the padding field (`,"note":""`) and `}`.
-        if head.len() + fields.len() + entry.len() + tail.len() + 11 > size {
-            break;
-        }
-        fields.push_str(&entry);
-        i += 1;
-    }
-    let so_far = head.len() + fields.len() + tail.len() + 1;
-    let pad = size - so_far - 10;
-    let out = format!(r#"{head}{fields}{tail},"note":"{}"}}"#, "x".repeat(pad));
+    let out = hg::sized_body("popup.converted", "camp_abc123", size).expect("size fits the body");
     assert_eq!(out.len(), size);
-    hg::validate(out.as_bytes()).expect("the bench body is valid");
-    out.into_bytes()
+    hg::validate(&out).expect("the bench body is valid");
+    out
 }
 
 /// A route loaded the way `serve` loads it, from a TOML config.

@@ -89,30 +89,15 @@ fn args() -> Result<Args, BoxError> {
 /// benches/load/body.py makes them) whose `campaign_id` is
 /// `camp_` + 24 placeholder bytes at the returned offset.
 fn template(event: &str, size: usize) -> Result<(Vec<u8>, usize), BoxError> {
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)?
-        .format(&time::format_description::well_known::Rfc3339)?;
-    let head = format!(
-        r#"{{"event":"{event}","campaign_id":"camp_{}","campaign_name":"Summer Sale Popup","timestamp":"{now}","visitor":{{"email":"jane@example.com","fields":{{"name":"Jane Smith","email":"jane@example.com""#,
-        "0".repeat(24)
-    );
-    let tail = r#"}},"page_url":"https://yoursite.com/products/summer-sale""#;
-    let mut fields = String::new();
-    let mut i = 0;
-    loop {
-        let entry = format!(r#","field_{i}":"answer number {i} to question {i}""#);
-        if head.len() + fields.len() + entry.len() + tail.len() + 11 > size {
-            break;
-        }
-        fields.push_str(&entry);
-        i += 1;
-    }
-    let pad = size
-        .checked_sub(head.len() + fields.len() + tail.len() + 11)
-        .ok_or("BODY_BYTES too small")?;
-    let body = format!(r#"{head}{fields}{tail},"note":"{}"}}"#, "x".repeat(pad));
-    let at = body.find("camp_").ok_or("no campaign id")? + 5;
-    Ok((body.into_bytes(), at))
+    let campaign_id = format!("camp_{}", "0".repeat(24));
+    let body =
+        hookgate::testing::sized_body(event, &campaign_id, size).ok_or("BODY_BYTES too small")?;
+    let at = body
+        .windows(5)
+        .position(|w| w == b"camp_")
+        .ok_or("no campaign id")?
+        + 5;
+    Ok((body, at))
 }
 
 /// What one connection saw.

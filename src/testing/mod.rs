@@ -94,3 +94,32 @@ pub fn check(
         }
     }
 }
+
+/// A signed-payload-shaped `event` body of exactly `size` bytes, as
+/// benches/load/body.py makes them: `campaign_id` as given, a timestamp of
+/// now (the replay window's), a visitor with form fields, padded with a
+/// `note`. `None` if `size` is too small for the fixed part.
+#[must_use]
+pub fn sized_body(event: &str, campaign_id: &str, size: usize) -> Option<Vec<u8>> {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()?;
+    let head = format!(
+        r#"{{"event":"{event}","campaign_id":"{campaign_id}","campaign_name":"Summer Sale Popup","timestamp":"{now}","visitor":{{"email":"jane@example.com","fields":{{"name":"Jane Smith","email":"jane@example.com""#
+    );
+    let tail = r#"}},"page_url":"https://yoursite.com/products/summer-sale""#;
+    // Room left for the padding field (`,"note":""`) and the closing `}`.
+    const PAD_FIELD: usize = 11;
+    let mut fields = String::new();
+    for i in 0.. {
+        let entry = format!(r#","field_{i}":"answer number {i} to question {i}""#);
+        if head.len() + fields.len() + entry.len() + tail.len() + PAD_FIELD > size {
+            break;
+        }
+        fields.push_str(&entry);
+    }
+    let pad = size.checked_sub(head.len() + fields.len() + tail.len() + PAD_FIELD)?;
+    Some(format!(r#"{head}{fields}{tail},"note":"{}"}}"#, "x".repeat(pad)).into_bytes())
+}
