@@ -237,7 +237,7 @@ impl Hookgate {
         let shared = Arc::new(Shared {
             gate: self.gate.clone(),
             acceptor: self.acceptor.clone(),
-            builder: server::http_builder(&self.server),
+            builders: server::Builders::new(&self.server),
             handshake_timeout: self.server.handshake_timeout,
             idle_timeout: self.server.idle_timeout,
             header_read_timeout: self.server.header_read_timeout,

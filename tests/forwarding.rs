@@ -471,3 +471,57 @@ async fn idle_upstream_connections_are_reused_then_closed_after_pool_idle_timeou
     assert_eq!(reply.status, 200, "{}", reply.error());
     assert_eq!(seen.recv().await, Some(Seen::Request(2)));
 }
+
+/// The protocol follows ALPN (RFC 9113 §3.2): a TLS client that offered no
+/// ALPN, or `http/1.1`, speaks HTTP/1.1 and is served; an HTTP/2 preface
+/// from it is not taken as HTTP/2 (and nothing reaches the app). Only ALPN
+/// `h2` gets HTTP/2 (the `Version::H2` cases of the other tests).
+#[tokio::test]
+async fn protocol_follows_alpn() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (upstream, sidecar) = world().await;
+    let body = body_of("popup.shown");
+    let sig = sign(&body, SECRET);
+    let mut request = format!(
+        "POST /webhooks/coolpopup HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         X-CoolPopup-Signature: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let bound = std::time::Duration::from_secs(10);
+    let read_all = |mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>| async move {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(bound, tls.read_to_end(&mut out)).await;
+        out
+    };
+
+    let mut tls = sidecar.connect_alpn(&[]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    tls.write_all(&request).await.unwrap();
+    let answer = read_all(tls).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200 "), "no ALPN: {text}");
+    upstream.only_one();
+
+    // The HTTP/2 preface and an empty SETTINGS frame, without ALPN `h2`.
+    let mut h2_attempt = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2_attempt.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    for alpn in [&[][..], &[&b"http/1.1"[..]][..]] {
+        let mut tls = sidecar.connect_alpn(alpn).await;
+        tls.write_all(&h2_attempt).await.unwrap();
+        let answer = read_all(tls).await;
+        // An HTTP/2 server's first frame is its SETTINGS (type 4 at byte 3).
+        assert!(
+            answer.get(3) != Some(&4) || answer.starts_with(b"HTTP/1.1 "),
+            "ALPN {alpn:?}: answered as HTTP/2: {:?}",
+            &answer[..answer.len().min(16)]
+        );
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+            "ALPN {alpn:?}: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    upstream.assert_nothing();
+}

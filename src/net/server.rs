@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -39,8 +40,41 @@ pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Concurrent HTTP/2 streams per connection.
 pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 64;
 
+/// The HTTP/1.1 + HTTP/2 connection builders with hookgate's limits.
+#[derive(Clone)]
+pub(crate) struct Builders {
+    /// Sniffs the first bytes for the HTTP/2 preface: for plain HTTP
+    /// (`server.tls.enabled = false`), where nothing else says which.
+    sniff: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 only: a TLS client that did not pick `h2` by ALPN.
+    h1: auto::Builder<TokioExecutor>,
+    /// HTTP/2 only: a TLS client that picked `h2` by ALPN.
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    pub(crate) fn new(config: &ServerConfig) -> Self {
+        let sniff = http_builder(config);
+        Self {
+            h1: sniff.clone().http1_only(),
+            h2: sniff.clone().http2_only(),
+            sniff,
+        }
+    }
+
+    /// The builder for a TLS connection, by whether it negotiated `h2`. HTTP/2 over
+    /// TLS is identified by ALPN `h2` (RFC 9113 §3.2); a client that offered
+    /// no ALPN speaks HTTP/1.1, as nginx also assumes. Choosing here also
+    /// skips reading the first bytes into a buffer of their own, which made
+    /// hyper's read buffer grow to 16 KiB per HTTP/1.1 connection
+    /// (`benches/RESULTS.md`, fifth round).
+    fn for_tls(&self, h2: bool) -> &auto::Builder<TokioExecutor> {
+        if h2 { &self.h2 } else { &self.h1 }
+    }
+}
+
 /// The HTTP/1.1 + HTTP/2 connection builder with hookgate's limits.
-pub(crate) fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+fn http_builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -66,7 +100,7 @@ pub(crate) struct Shared {
     pub(crate) gate: Arc<Gate>,
     /// None: plain HTTP behind a TLS-terminating proxy (`server.tls.enabled = false`).
     pub(crate) acceptor: Option<TlsAcceptor>,
-    pub(crate) builder: auto::Builder<TokioExecutor>,
+    pub(crate) builders: Builders,
     pub(crate) handshake_timeout: Duration,
     /// `server.idle_timeout`.
     pub(crate) idle_timeout: Duration,
@@ -146,18 +180,18 @@ pub(crate) async fn accept_loop<F, Fut>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let connection = serve(stream, peer);
-        tracker.spawn(async move {
-            connection.await;
-            drop(permit);
-        });
+        // `map`, not `async move { connection.await; drop(permit) }`: an
+        // async block that awaits a future it captured holds that future
+        // twice (the capture and the awaited copy), which doubled each
+        // connection's task to 9.5 KiB (`benches/RESULTS.md`, fifth round).
+        tracker.spawn(serve(stream, peer).map(move |()| drop(permit)));
     }
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let Some(acceptor) = &shared.acceptor else {
         // TLS is terminated in front; the pipeline checks who may speak plain HTTP.
-        serve_http(TokioIo::new(stream), peer, shared).await;
+        serve_http(TokioIo::new(stream), peer, shared, &shared.builders.sniff).await;
         return;
     };
     let metrics = &shared.gate.metrics;
@@ -190,7 +224,19 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
             return;
         }
     };
-    serve_http(TokioIo::new(tls), peer, shared).await;
+    let (tls, h2) = picked_h2(tls);
+    serve_http(TokioIo::new(tls), peer, shared, shared.builders.for_tls(h2)).await;
+}
+
+/// Whether the client picked `h2` by ALPN. Takes and gives back the stream
+/// so that the caller's local is only ever moved, never borrowed: the
+/// compiler keeps a borrowed local's storage in the connection's future
+/// for as long as it is in scope (1.2 KiB more per connection).
+fn picked_h2<S>(
+    tls: tokio_rustls::server::TlsStream<S>,
+) -> (tokio_rustls::server::TlsStream<S>, bool) {
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    (tls, h2)
 }
 
 /// Requests in flight on one connection and when the last one ended.
@@ -256,8 +302,12 @@ impl Activity {
 
 /// HTTP/1.1 or HTTP/2 on an established (TLS or trusted plain) stream, until
 /// the client closes, the connection idles out, or shutdown asks it to finish.
-async fn serve_http<I>(io: TokioIo<I>, peer: SocketAddr, shared: &Shared)
-where
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    shared: &Shared,
+    builder: &auto::Builder<TokioExecutor>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity {
@@ -278,7 +328,7 @@ where
             Ok::<_, Infallible>(response)
         }
     });
-    let conn = shared.builder.serve_connection(io, service);
+    let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     // Once an idle connection is asked to close, it gets `idle_timeout` to
@@ -296,7 +346,15 @@ where
             () = activity.idle_for(shared.idle_timeout, shared.header_read_timeout), if !closing => {
                 tracing::debug!(peer = %peer, "idle connection closed");
                 closing = true;
-                give_up = Some(tokio::time::Instant::now() + shared.idle_timeout);
+                // A connection that never began a request has nothing to
+                // finish: `header_read_timeout` to close (an HTTP/2 client
+                // that never sends its preface cannot be sent a GOAWAY).
+                let finish = if activity.begun.load(Ordering::Acquire) {
+                    shared.idle_timeout
+                } else {
+                    shared.header_read_timeout.min(shared.idle_timeout)
+                };
+                give_up = Some(tokio::time::Instant::now() + finish);
                 conn.as_mut().graceful_shutdown();
             }
             () = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)), if give_up.is_some() => {

@@ -582,6 +582,17 @@ impl Sidecar {
         tls
     }
 
+    /// A TLS connection offering exactly `alpn` (none: no ALPN extension).
+    pub async fn connect_alpn(&self, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let config = hookgate::tls_config(&self.trust(), alpn).unwrap();
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+
     /// Writes raw bytes over TLS and reads until the server closes (bounded).
     pub async fn raw(&self, bytes: &[u8]) -> Vec<u8> {
         let mut tls = self.connect(Version::H1).await;
