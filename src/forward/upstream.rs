@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderValue, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -287,11 +288,13 @@ impl Upstream {
         let (sender, connection) = http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(TransportError::Http)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        // `map` rather than an async block, which would hold the connection
+        // future twice (see `net::server::accept_loop`).
+        tokio::spawn(connection.map(|result| {
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
-        });
+        }));
         Ok(sender)
     }
 }
