@@ -125,10 +125,10 @@ where
             let envelope = Envelope::new(verified, &gate.upstream, peer, request_id);
             let outcome = match (key, window) {
                 _ if route.queue.is_some() => {
-                    enqueue(gate, &route, envelope, key.zip(window)).await
+                    Box::pin(enqueue(gate, &route, envelope, key.zip(window))).await
                 }
                 (Some(key), Some(window)) => {
-                    deliver_once(gate, &route, envelope, key, window).await
+                    Box::pin(deliver_once(gate, &route, envelope, key, window)).await
                 }
                 _ => forward(gate, &route, envelope.map(Envelope::into_request)).await,
             };
