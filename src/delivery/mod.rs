@@ -3,7 +3,8 @@
 //!
 //! One worker per queued route holds `delivery_concurrency` permits; it
 //! leases as many due events as it has free permits, runs one attempt per
-//! event in its own task, and otherwise sleeps until the next event is due,
+//! event in its own task (the permit covers the exchange with the app, not
+//! the settle that records its result), and otherwise sleeps until the next event is due,
 //! an ingest wakes it, or a second passes (another process — the `events`
 //! CLI, another replica — may have changed the store). A lease lasts
 //! `upstream.timeout` + 10 s: a worker or replica that dies leaves its
@@ -19,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -326,10 +327,9 @@ async fn work(w: Worker, wake: Arc<Notify>, stop: CancellationToken) {
                     let Some(permit) = free.pop() else { break };
                     let w = w.clone();
                     let q = q.clone();
-                    w.attempts.clone().spawn(async move {
-                        attempt(&w, &q, lease).await;
-                        drop(permit);
-                    });
+                    w.attempts
+                        .clone()
+                        .spawn(async move { attempt(&w, &q, lease, permit).await });
                 }
                 drop(free);
                 if full {
@@ -356,8 +356,11 @@ async fn work(w: Worker, wake: Arc<Notify>, stop: CancellationToken) {
     }
 }
 
-/// One delivery attempt, settled in the store.
-async fn attempt(w: &Worker, q: &QueueSettings, lease: Lease) {
+/// One delivery attempt, settled in the store. The permit is given back
+/// once the app has answered, before the settle: the next lease can then
+/// share a writer round with this settle instead of waiting behind it
+/// (under full ingest every write waits behind a group commit's fsync).
+async fn attempt(w: &Worker, q: &QueueSettings, lease: Lease, permit: OwnedSemaphorePermit) {
     let Lease {
         id,
         received_at,
@@ -397,6 +400,9 @@ async fn attempt(w: &Worker, q: &QueueSettings, lease: Lease) {
             }
         }
     };
+    // The app is done with this event; its lease keeps it from being taken
+    // again until the settle below has committed.
+    drop(permit);
     let result = policy::label(&settle);
     let (next_attempt_at, error) = match &settle {
         Settle::Delivered => (None, None),
