@@ -15,7 +15,9 @@
 //!   `get`, `list`, `stats`, `seen` and `next_due` beside it (WAL lets
 //!   readers and one writer work at once). Async callers hand them jobs and
 //!   await a oneshot. Dropping the store ends both threads and closes the
-//!   connections.
+//!   connections. Settles that wait for the writer are recorded together,
+//!   in one transaction per writer round (ingest has its own group commit
+//!   in front of every engine, `super::batch`).
 //! - **Versioned schema**: `PRAGMA user_version` holds the file's schema
 //!   version and `PRAGMA application_id` marks the file as hookgate's; opening
 //!   migrates step by step inside one transaction (idempotent, and safe when
@@ -27,7 +29,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -109,6 +112,19 @@ pub(crate) struct SqliteStore {
     writer: Worker,
     reader: Worker,
     path: PathBuf,
+    /// Settles waiting for the writer; see [`SqliteStore::settle`].
+    settles: Arc<Mutex<Vec<PendingSettle>>>,
+    /// Transactions that recorded settles (one per writer round), for tests.
+    settle_commits: Arc<AtomicU64>,
+}
+
+/// A settle waiting for the writer, and who waits for its answer.
+struct PendingSettle {
+    id: Uuid,
+    token: i64,
+    now: Millis,
+    how: Settle,
+    answer: oneshot::Sender<Result<bool, StoreError>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -129,6 +145,8 @@ pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         writer,
         reader,
         path: path.to_owned(),
+        settles: Arc::default(),
+        settle_commits: Arc::default(),
     })
 }
 
@@ -183,6 +201,12 @@ impl Worker {
         Ok(Self { jobs })
     }
 
+    /// Queues `job`, which answers its callers itself. Err if the thread
+    /// is gone.
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs.send(job).map_err(|_| StoreError::Closed)
+    }
+
     /// Runs `f` on this worker's connection and returns its answer. A
     /// panic inside `f` fails this call only; the thread goes on.
     async fn run<T: Send + 'static>(
@@ -204,6 +228,11 @@ impl Worker {
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         answered.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// The waiting settles; a panic while they were held leaves nothing half-done.
+fn lock(settles: &Mutex<Vec<PendingSettle>>) -> MutexGuard<'_, Vec<PendingSettle>> {
+    settles.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// An engine error as the contract wants it: the operation and SQLite's
@@ -523,38 +552,81 @@ fn lease(
     })
 }
 
-fn settle(
-    conn: &mut Connection,
+/// Records one attempt's result in `tx`, if `token` still holds the lease.
+fn settle_in(
+    tx: &Transaction<'_>,
     id: Uuid,
     token: i64,
     now: Millis,
     how: &Settle,
 ) -> rusqlite::Result<bool> {
-    const LEASED: &str = "lease_until = NULL, lease_token = NULL, updated_at = ?3
-         WHERE id = ?1 AND lease_token = ?2 AND state = 'pending'";
-    write(conn, |tx| {
-        let changed = match how {
-            Settle::Delivered => tx.execute(
-                &format!(
-                    "UPDATE events SET state = 'delivered', next_attempt_at = NULL,
-                     last_error = NULL, {LEASED}"
-                ),
-                params![id, token, now],
-            )?,
-            Settle::Retry { at, error } => tx.execute(
-                &format!("UPDATE events SET next_attempt_at = ?4, last_error = ?5, {LEASED}"),
-                params![id, token, now, at, error],
-            )?,
-            Settle::Dead { error } => tx.execute(
-                &format!(
-                    "UPDATE events SET state = 'dead', next_attempt_at = NULL,
-                     last_error = ?4, {LEASED}"
-                ),
-                params![id, token, now, error],
-            )?,
+    macro_rules! leased {
+        () => {
+            "lease_until = NULL, lease_token = NULL, updated_at = ?3
+             WHERE id = ?1 AND lease_token = ?2 AND state = 'pending'"
         };
-        Ok(changed == 1)
-    })
+    }
+    let changed = match how {
+        Settle::Delivered => tx
+            .prepare_cached(concat!(
+                "UPDATE events SET state = 'delivered', next_attempt_at = NULL,
+                 last_error = NULL, ",
+                leased!()
+            ))?
+            .execute(params![id, token, now])?,
+        Settle::Retry { at, error } => tx
+            .prepare_cached(concat!(
+                "UPDATE events SET next_attempt_at = ?4, last_error = ?5, ",
+                leased!()
+            ))?
+            .execute(params![id, token, now, at, error])?,
+        Settle::Dead { error } => tx
+            .prepare_cached(concat!(
+                "UPDATE events SET state = 'dead', next_attempt_at = NULL,
+                 last_error = ?4, ",
+                leased!()
+            ))?
+            .execute(params![id, token, now, error])?,
+    };
+    Ok(changed == 1)
+}
+
+/// Records every waiting settle in one relaxed transaction and answers
+/// each caller. If that transaction fails, each is tried in one of its own,
+/// so one bad settle does not fail the others.
+fn settle_all(conn: &mut Connection, batch: Vec<PendingSettle>, commits: &AtomicU64) {
+    let together = relaxed(conn, |conn| {
+        write(conn, |tx| {
+            batch
+                .iter()
+                .map(|s| settle_in(tx, s.id, s.token, s.now, &s.how))
+                .collect::<rusqlite::Result<Vec<bool>>>()
+        })
+    });
+    match together {
+        Ok(changed) => {
+            commits.fetch_add(1, Ordering::Relaxed);
+            for (s, changed) in batch.into_iter().zip(changed) {
+                let _ = s.answer.send(Ok(changed));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            for s in batch {
+                let _ = s.answer.send(Err(backend("settle", &e)));
+            }
+        }
+        Err(_) => {
+            for s in batch {
+                let one = relaxed(conn, |conn| {
+                    write(conn, |tx| settle_in(tx, s.id, s.token, s.now, &s.how))
+                });
+                if one.is_ok() {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = s.answer.send(one.map_err(|e| backend("settle", &e)));
+            }
+        }
+    }
 }
 
 fn replay_ids(
@@ -788,11 +860,37 @@ impl Engine for SqliteStore {
         now: Millis,
         how: Settle,
     ) -> Result<bool, StoreError> {
-        self.writer
-            .run("settle", move |conn| {
-                relaxed(conn, |conn| settle(conn, id, token, now, &how))
-            })
-            .await
+        // Settles that arrive while the writer is busy (under load: behind
+        // an ingest commit's fsync) wait here and are recorded together in
+        // one transaction when the writer gets to them: one job in the
+        // writer's queue at a time, taking all that waited.
+        let (answer, answered) = oneshot::channel();
+        let first = {
+            let mut waiting = lock(&self.settles);
+            waiting.push(PendingSettle {
+                id,
+                token,
+                now,
+                how,
+                answer,
+            });
+            waiting.len() == 1
+        };
+        if first {
+            let settles = self.settles.clone();
+            let commits = self.settle_commits.clone();
+            let job: Job = Box::new(move |conn| {
+                let batch = std::mem::take(&mut *lock(&settles));
+                // A panic drops the batch's senders: each caller gets Closed.
+                let _ = catch_unwind(AssertUnwindSafe(|| settle_all(conn, batch, &commits)));
+            });
+            if let Err(e) = self.writer.submit(job) {
+                // No writer: nobody will take them.
+                lock(&self.settles).clear();
+                return Err(e);
+            }
+        }
+        answered.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn list(&self, filter: &Filter) -> Result<Vec<Record>, StoreError> {
@@ -1165,6 +1263,54 @@ mod tests {
         assert_eq!(fresh.list(&Filter::default()).await.unwrap().len(), 200);
     }
 
+    /// Settles that wait for the writer together are recorded in one
+    /// transaction, and a settle whose token no longer holds the lease
+    /// changes nothing without failing the others in its transaction.
+    #[tokio::test]
+    async fn concurrent_settles_share_commits() {
+        let fresh = fresh().await;
+        let store = Arc::new(open(fresh.path()).await.unwrap());
+        let events: Vec<_> = (0..200).map(|i| suite::event("r", T0 + i, b"{}")).collect();
+        store.ingest(events).await.unwrap();
+        let leases = store
+            .lease("r", T0 + 1_000, T0 + 60_000, 200)
+            .await
+            .unwrap();
+        assert_eq!(leases.len(), 200);
+        let settles: Vec<_> = leases
+            .iter()
+            .enumerate()
+            .map(|(i, lease)| {
+                let store = store.clone();
+                let (id, token) = (lease.id, lease.token);
+                // Every tenth with a token that does not hold the lease.
+                let token = if i % 10 == 0 {
+                    token.wrapping_add(1)
+                } else {
+                    token
+                };
+                tokio::spawn(
+                    async move { store.settle(id, token, T0 + 2_000, Settle::Delivered).await },
+                )
+            })
+            .collect();
+        for (i, settle) in settles.into_iter().enumerate() {
+            assert_eq!(settle.await.unwrap().unwrap(), i % 10 != 0, "settle {i}");
+        }
+        let commits = store.settle_commits.load(Ordering::Relaxed);
+        assert!(commits < 200, "{commits} commits for 200 settles");
+        let delivered = Filter {
+            state: Some(State::Delivered),
+            ..Filter::default()
+        };
+        assert_eq!(store.list(&delivered).await.unwrap().len(), 180);
+        let pending = Filter {
+            state: Some(State::Pending),
+            ..Filter::default()
+        };
+        assert_eq!(store.list(&pending).await.unwrap().len(), 20);
+    }
+
     #[tokio::test]
     async fn store_dispatches_to_sqlite() {
         let fresh = fresh().await;
@@ -1204,7 +1350,17 @@ mod tests {
             writer: Worker { jobs: tx.clone() },
             reader: Worker { jobs: tx },
             path: store.path().to_owned(),
+            settles: Arc::default(),
+            settle_commits: Arc::default(),
         };
         assert!(matches!(closed.ping().await, Err(StoreError::Closed)));
+        // A settle, which goes through its own queue, is Closed too, twice
+        // (nothing is left waiting from the first).
+        for _ in 0..2 {
+            assert!(matches!(
+                closed.settle(Uuid::nil(), 1, T0, Settle::Delivered).await,
+                Err(StoreError::Closed)
+            ));
+        }
     }
 }
