@@ -284,8 +284,12 @@ pub(crate) enum StoreError {
     Closed,
 }
 
-/// One storage engine. Every method is one transaction; every write is
-/// durable (flushed to stable storage) when its future returns `Ok`.
+/// One storage engine. Every method is atomic (one transaction; the SQLite
+/// engine records settles that wait for its writer together, in one);
+/// every write is durable (flushed to stable storage) when its future
+/// returns `Ok`, except leases and settles, which an engine may commit
+/// without a flush of their own: they become durable with its next
+/// durable commit, and losing one only means an attempt is made again.
 pub(crate) trait Engine: Send + Sync + 'static {
     /// Stores a batch in **one** transaction (group commit), claiming each
     /// event's dedup key atomically with its insert. The answer has one
