@@ -41,7 +41,6 @@ pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 64;
 
 /// The HTTP/1.1 + HTTP/2 connection builders with hookgate's limits.
-#[derive(Clone)]
 pub(crate) struct Builders {
     /// Sniffs the first bytes for the HTTP/2 preface: for plain HTTP
     /// (`server.tls.enabled = false`), where nothing else says which.
