@@ -1645,20 +1645,24 @@ mod tests {
         let batch: Vec<NewEvent> = (0..300).map(|i| event("r", NOW + i % 5, None)).collect();
         let all: HashSet<Uuid> = batch.iter().map(|e| e.id).collect();
         a.ingest(batch).await.unwrap();
-        let worker = |store: PgStore| {
-            tokio::spawn(async move {
-                let mut taken = Vec::new();
-                loop {
-                    let leases = store.lease("r", NOW + 10, NOW + 60_000, 7).await.unwrap();
-                    if leases.is_empty() {
-                        return taken;
-                    }
-                    taken.extend(leases.into_iter().map(|l| (l.id, l.attempt, l.token)));
-                }
-            })
-        };
-        let (ta, tb) = tokio::join!(worker(a.clone()), worker(b.clone()));
-        let (ta, tb) = (ta.unwrap(), tb.unwrap());
+        // Each round, both replicas' leases are in flight at once (one task
+        // polls both, on two pools): two concurrent leases every round, and
+        // both replicas take part however the threads are scheduled (two
+        // spawned loops could let one replica finish before the other began:
+        // "both replicas worked: 0 300" under load).
+        let (mut ta, mut tb) = (Vec::new(), Vec::new());
+        loop {
+            let (la, lb) = tokio::join!(
+                a.lease("r", NOW + 10, NOW + 60_000, 7),
+                b.lease("r", NOW + 10, NOW + 60_000, 7)
+            );
+            let (la, lb) = (la.unwrap(), lb.unwrap());
+            if la.is_empty() && lb.is_empty() {
+                break;
+            }
+            ta.extend(la.into_iter().map(|l| (l.id, l.attempt, l.token)));
+            tb.extend(lb.into_iter().map(|l| (l.id, l.attempt, l.token)));
+        }
         assert!(
             !ta.is_empty() && !tb.is_empty(),
             "both replicas worked: {} {}",
