@@ -567,13 +567,7 @@ impl Sidecar {
             Version::H1 => &[b"http/1.1"],
             Version::H2 => &[b"h2"],
         };
-        let config = hookgate::tls_config(&self.trust(), alpn).unwrap();
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let tls = self.connect_alpn(alpn).await;
         let want: &[u8] = match v {
             Version::H1 => b"http/1.1",
             Version::H2 => b"h2",
