@@ -249,17 +249,15 @@ run_one() {
             t, run, n, s, n / s, p50 / 1000, p99 / 1000, ticks / hz * 1e6 / n, b, c, k, bl, dr}' >> "$RAW"
 }
 
-# After a queued run its sidecar is restarted on an empty database: left
-# running, it would deliver its backlog (100,000 events and more) while the
-# next targets are measured, taking CPU from them on the same core and from
-# the app. (Before this, every direct run but the first was measured beside
-# that delivery, which inflated queued/direct.)
-settle_queued() { start queued; }
-
+# After a queued run its sidecar is restarted on an empty database (`start
+# queued`): left running, it would deliver its backlog (100,000 events and
+# more) while the next targets are measured, taking CPU from them on the
+# same core and from the app. (Before this, every direct run but the first
+# was measured beside that delivery, which inflated queued/direct.)
 log "warm-up (2 s each)"
 SAVED=$DURATION; DURATION=2
 for t in direct queued ingest; do run_one "$t" warm; done
-settle_queued
+start queued
 DURATION=$SAVED
 DRAIN_RPS=
 for run in $(seq 1 "$RUNS"); do
@@ -275,7 +273,7 @@ for run in $(seq 1 "$RUNS"); do
             d0=$(app_count); sleep "$DRAIN"; d1=$(app_count)
             DRAIN_RPS=$(( (d1 - d0) / DRAIN ))
         fi
-        settle_queued
+        start queued
     done
 done
 LOAD_AFTER=$(cut -d" " -f1-3 /proc/loadavg)
