@@ -4,9 +4,9 @@
 //! One worker per queued route holds `delivery_concurrency` permits; it
 //! leases as many due events as it has free permits, runs one attempt per
 //! event in its own task (the permit covers the exchange with the app, not
-//! the settle that records its result), and otherwise sleeps until the next event is due,
-//! an ingest wakes it, or a second passes (another process — the `events`
-//! CLI, another replica — may have changed the store). A lease lasts
+//! the settle that records its result), and otherwise sleeps until the next
+//! event is due, an ingest wakes it, or a second passes (another process —
+//! the `events` CLI, another replica — may have changed the store). A lease lasts
 //! `upstream.timeout` + 10 s: a worker or replica that dies leaves its
 //! events to be taken again when their leases run out (at least once).
 //!
