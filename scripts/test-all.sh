@@ -16,6 +16,18 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
+# One full run builds every target once: incremental caches and full debug
+# info only take disk (about 7.7 GB in all with them, 3 GB without; a CI run
+# once failed on a full disk). Line tables keep backtraces' file:line.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+step "disk"
+df -h . /tmp | sed 's/^/  /'
+avail_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${avail_kb:-0}" -lt 4000000 ]; then
+    echo "warning: under 4 GB free here; the build needs about 3 GB" >&2
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
