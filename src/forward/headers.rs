@@ -202,14 +202,31 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// `Retry-After`. Everything else (`Server`, `Set-Cookie`, a `Location`
 /// naming an internal URL, `X-Powered-By`, ...) stays inside; hyper sets
 /// `Content-Length`, and hookgate `X-Request-Id`.
+/// The map is emptied and refilled in place, keeping its allocation.
 pub fn normalize_response(headers: &mut HeaderMap) {
-    let mut kept = HeaderMap::with_capacity(2);
-    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
-        for value in headers.get_all(&name) {
-            kept.append(name.clone(), value.clone());
+    let content_type = take_all(headers, &header::CONTENT_TYPE);
+    let retry_after = take_all(headers, &header::RETRY_AFTER);
+    headers.clear();
+    for (name, (first, rest)) in [
+        (header::CONTENT_TYPE, content_type),
+        (header::RETRY_AFTER, retry_after),
+    ] {
+        for value in first.into_iter().chain(rest) {
+            headers.append(name.clone(), value);
         }
     }
-    *headers = kept;
+}
+
+/// Removes `name`'s values and returns them in order: the first, then any
+/// others (no allocation for the usual zero or one value).
+fn take_all(headers: &mut HeaderMap, name: &HeaderName) -> (Option<HeaderValue>, Vec<HeaderValue>) {
+    match headers.entry(name) {
+        http::header::Entry::Occupied(e) => {
+            let mut values = e.remove_entry_mult().1;
+            (values.next(), values.collect())
+        }
+        http::header::Entry::Vacant(_) => (None, Vec::new()),
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +343,24 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["content-type", "retry-after"]);
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["retry-after"], "120");
+    }
+
+    #[test]
+    fn repeated_kept_headers_keep_every_value_in_order() {
+        let mut h = map(&[
+            ("content-type", "application/json"),
+            ("server", "x"),
+            ("retry-after", "5"),
+            ("content-type", "text/plain"),
+            ("retry-after", "10"),
+        ]);
+        normalize_response(&mut h);
+        let all = |k: &str| h.get_all(k).iter().cloned().collect::<Vec<_>>();
+        assert_eq!(all("content-type"), ["application/json", "text/plain"]);
+        assert_eq!(all("retry-after"), ["5", "10"]);
+        assert_eq!(h.len(), 4);
     }
 
     #[test]
