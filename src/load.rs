@@ -71,13 +71,14 @@ pub struct SecretSet {
 #[derive(Debug)]
 pub struct Route {
     /// Name for logs, metrics and `X-Webhook-Route`.
-    pub name: String,
+    /// Shared: every request's metric labels take it without copying.
+    pub name: std::sync::Arc<str>,
     /// The name as a header value.
     pub name_header: HeaderValue,
     /// Exact request path.
     pub path: String,
     /// Path on the upstream.
-    pub upstream_path: String,
+    pub upstream_path: http::uri::PathAndQuery,
     /// The signature header.
     pub signature_header: HeaderName,
     /// Its encoding.
@@ -316,10 +317,10 @@ fn build_route(
     secrets: SecretSet,
 ) -> Route {
     Route {
-        name: rc.name.clone(),
+        name: rc.name.as_str().into(),
         name_header: headers.name.clone(),
         path: rc.path.clone(),
-        upstream_path: rc.upstream_path().to_owned(),
+        upstream_path: headers.upstream_path.clone(),
         signature_header: headers.signature.clone(),
         encoding: rc.signature_encoding,
         events: rc.events.clone(),

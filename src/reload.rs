@@ -307,7 +307,7 @@ impl Reloader {
                     let secrets = read.into_iter().map(|(s, _)| s).collect();
                     route.replace_secrets(SecretSet { secrets, digests });
                     self.metrics.record_reload("secrets", true);
-                    summary.secrets_reloaded.push(route.name.clone());
+                    summary.secrets_reloaded.push(route.name.to_string());
                     tracing::info!(route = %route.name, "secrets reloaded");
                 }
             }

@@ -28,13 +28,17 @@ pub struct ValidConfig {
     route_headers: Vec<RouteHeaders>,
 }
 
-/// A route's name and signature header, as headers.
+/// A route's name and signature header, as headers, and its upstream path
+/// as a request target.
 #[derive(Debug, Clone)]
 pub(crate) struct RouteHeaders {
     /// `routes[].name`, for `X-Webhook-Route`.
     pub(crate) name: HeaderValue,
     /// `routes[].signature_header`.
     pub(crate) signature: HeaderName,
+    /// `routes[].upstream_path` (or `path`), parsed once: a request without
+    /// a query forwards to a clone of it.
+    pub(crate) upstream_path: http::uri::PathAndQuery,
 }
 
 impl Deref for ValidConfig {
@@ -341,9 +345,12 @@ fn validate_route(
             }
         }
     }
+    // Both paths were checked above; a failure here was reported there.
+    let upstream_path = http::uri::PathAndQuery::try_from(r.upstream_path()).ok();
     Some(RouteHeaders {
         name: name_header?,
         signature: signature_header?,
+        upstream_path: upstream_path?,
     })
 }
 

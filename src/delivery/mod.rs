@@ -201,7 +201,7 @@ impl IngestHealth {
 #[derive(Debug)]
 pub(crate) struct Deliveries {
     /// Wakes a route's worker (an ingest just stored an event).
-    wake: HashMap<String, Arc<Notify>>,
+    wake: HashMap<Arc<str>, Arc<Notify>>,
     stop: CancellationToken,
     attempts: TaskTracker,
     background: TaskTracker,
@@ -246,7 +246,7 @@ impl Deliveries {
             .filter_map(|r| {
                 let q = r.queue.as_ref()?;
                 Some(Retention {
-                    route: r.name.clone(),
+                    route: r.name.to_string(),
                     delivered: millis(q.retention_delivered),
                     dead: millis(q.retention_dead),
                 })
@@ -490,6 +490,7 @@ async fn refresh(store: &Store, m: &StoreMetrics, health: &IngestHealth) {
             m.up.set(i64::from(health.taking(now)));
             let now = now_ms();
             for s in stats {
+                let route: Arc<str> = s.route.into();
                 for (state, n) in [
                     (State::Pending, s.pending),
                     (State::Delivered, s.delivered),
@@ -497,7 +498,7 @@ async fn refresh(store: &Store, m: &StoreMetrics, health: &IngestHealth) {
                 ] {
                     m.queue_events
                         .get_or_create(&QueueLabels {
-                            route: s.route.clone(),
+                            route: route.clone(),
                             state: state.as_str(),
                         })
                         .set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -506,7 +507,7 @@ async fn refresh(store: &Store, m: &StoreMetrics, health: &IngestHealth) {
                     .oldest_pending_received_at
                     .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
                 m.oldest_pending_age
-                    .get_or_create(&RouteLabels { route: s.route })
+                    .get_or_create(&RouteLabels { route })
                     .set(age);
             }
         }

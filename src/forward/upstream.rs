@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -154,14 +155,21 @@ impl Upstream {
     }
 
     /// The request target: the route's upstream path + `?query` (origin
-    /// form; the upstream's authority goes in `Host`).
-    pub(crate) fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, TransportError> {
-        let mut s = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    /// form; the upstream's authority goes in `Host`). Without a query, a
+    /// clone of the parsed path (no allocation).
+    pub(crate) fn uri_for(
+        &self,
+        path: &PathAndQuery,
+        query: Option<&str>,
+    ) -> Result<Uri, TransportError> {
+        let Some(q) = query else {
+            return Ok(Uri::from(path.clone()));
+        };
+        let path = path.as_str();
+        let mut s = String::with_capacity(path.len() + q.len() + 1);
         s.push_str(path);
-        if let Some(q) = query {
-            s.push('?');
-            s.push_str(q);
-        }
+        s.push('?');
+        s.push_str(q);
         // Both parts were valid URI components on their own.
         s.parse().map_err(|_| TransportError::Target)
     }

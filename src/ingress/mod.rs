@@ -271,7 +271,7 @@ async fn enqueue(
     let id = uuid::Uuid::now_v7();
     let new = NewEvent {
         id,
-        route: route.name.clone(),
+        route: route.name.to_string(),
         event: envelope.event_name(),
         received_at: now,
         headers: envelope.stored_head(),

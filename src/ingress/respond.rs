@@ -92,7 +92,9 @@ pub(super) fn answer(
         result,
         close,
     } = outcome;
-    let route_name = route.as_ref().map_or("-", |r| r.name.as_str());
+    let route_name = route
+        .as_ref()
+        .map_or(crate::observe::metrics::no_route(), |r| &r.name);
     let shadow = route.as_ref().is_some_and(|r| r.shadow);
     let event = event.map_or("-", EventKind::as_str);
     let (mut response, label, fault, reason) = match result {
@@ -199,7 +201,7 @@ pub(super) fn answer(
             tracing::event!(
                 $level,
                 request_id = rid,
-                route = route_name,
+                route = &**route_name,
                 event,
                 outcome = label,
                 status,

@@ -12,6 +12,7 @@
 //! and the request path pays nothing for it.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -31,7 +32,7 @@ pub const BUCKETS: [f64; 15] = [
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RequestLabels {
     /// Route name, or `-`.
-    pub route: String,
+    pub route: Arc<str>,
     /// What happened.
     pub outcome: &'static str,
     /// The route is in shadow mode.
@@ -40,7 +41,7 @@ pub struct RequestLabels {
 
 impl EncodeLabelSet for RequestLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        ("route", self.route.as_str()).encode(encoder.encode_label())?;
+        ("route", &*self.route).encode(encoder.encode_label())?;
         ("outcome", self.outcome).encode(encoder.encode_label())?;
         if self.shadow {
             ("shadow", "true").encode(encoder.encode_label())?;
@@ -53,7 +54,13 @@ impl EncodeLabelSet for RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// Route name, or `-`.
-    pub route: String,
+    pub route: Arc<str>,
+}
+
+/// The `route` label of a request no route matched.
+pub fn no_route() -> &'static Arc<str> {
+    static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("-"));
+    &NO_ROUTE
 }
 
 /// Labels of `hookgate_reloads_total`.
@@ -69,7 +76,7 @@ pub struct ReloadLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
     /// Route name.
-    pub route: String,
+    pub route: Arc<str>,
     /// Event name (one of the four, or `-`).
     pub event: &'static str,
 }
@@ -78,7 +85,7 @@ pub struct EventLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     /// Route name.
-    pub route: String,
+    pub route: Arc<str>,
     /// `pending`, `delivered` or `dead`.
     pub state: &'static str,
 }
@@ -87,7 +94,7 @@ pub struct QueueLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
     /// Route name.
-    pub route: String,
+    pub route: Arc<str>,
     /// `delivered`, `retry` or `dead`.
     pub result: &'static str,
 }
@@ -309,17 +316,23 @@ impl Metrics {
     }
 
     /// Counts one answered request and its latency.
-    pub fn record_request(&self, route: &str, outcome: &'static str, shadow: bool, seconds: f64) {
+    pub fn record_request(
+        &self,
+        route: &Arc<str>,
+        outcome: &'static str,
+        shadow: bool,
+        seconds: f64,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
+                route: route.clone(),
                 outcome,
                 shadow,
             })
             .inc();
         self.request_duration
             .get_or_create(&RouteLabels {
-                route: route.to_owned(),
+                route: route.clone(),
             })
             .observe(seconds);
     }
@@ -484,8 +497,8 @@ mod tests {
     #[test]
     fn exposition_has_the_documented_names() {
         let m = Metrics::new();
-        m.record_request("coolpopup", "forwarded", false, 0.002);
-        m.record_request("new", "invalid_signature", true, 0.001);
+        m.record_request(&"coolpopup".into(), "forwarded", false, 0.002);
+        m.record_request(&"new".into(), "invalid_signature", true, 0.001);
         m.declare_reloads("secrets");
         m.record_reload("tls", true);
         m.upstream_duration
@@ -515,11 +528,11 @@ mod tests {
     fn traffic_reads_back_counts_and_buckets_per_route() {
         let m = Metrics::new();
         for _ in 0..3 {
-            m.record_request("coolpopup", "forwarded", false, 0.002);
+            m.record_request(&"coolpopup".into(), "forwarded", false, 0.002);
         }
-        m.record_request("coolpopup", "invalid_signature", false, 0.0003);
-        m.record_request("new", "invalid_signature", true, 0.7);
-        m.record_request("-", "not_found", false, 0.0001);
+        m.record_request(&"coolpopup".into(), "invalid_signature", false, 0.0003);
+        m.record_request(&"new".into(), "invalid_signature", true, 0.7);
+        m.record_request(&"-".into(), "not_found", false, 0.0001);
         m.upstream_duration
             .get_or_create(&RouteLabels {
                 route: "coolpopup".into(),
