@@ -109,6 +109,9 @@ pub struct StoreMetrics {
     pub commit_seconds: Histogram,
     /// `hookgate_store_batch_size`: events per ingest commit.
     pub batch_size: Histogram,
+    /// `hookgate_store_settle_batch_size`: delivery results recorded per
+    /// store transaction (SQLite; PostgreSQL records each on its own).
+    pub settle_batch_size: Histogram,
     /// `hookgate_queue_events{route,state}`.
     pub queue_events: Family<QueueLabels, Gauge>,
     /// `hookgate_queue_oldest_pending_age_seconds{route}`.
@@ -123,6 +126,11 @@ struct VersionLabels {
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// Buckets for a count of items per store transaction.
+pub fn batch_histogram() -> Histogram {
+    Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+}
 
 fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
@@ -256,11 +264,17 @@ impl Metrics {
                 Unit::Seconds,
                 commit_seconds.clone(),
             );
-            let batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+            let batch_size = batch_histogram();
             registry.register(
                 "store_batch_size",
                 "Events per ingest commit (group commit)",
                 batch_size.clone(),
+            );
+            let settle_batch_size = batch_histogram();
+            registry.register(
+                "store_settle_batch_size",
+                "Delivery results recorded per store transaction (SQLite)",
+                settle_batch_size.clone(),
             );
             let queue_events = Family::<QueueLabels, Gauge>::default();
             registry.register(
@@ -286,6 +300,7 @@ impl Metrics {
                 up,
                 commit_seconds,
                 batch_size,
+                settle_batch_size,
                 queue_events,
                 oldest_pending_age,
                 delivery_attempts,

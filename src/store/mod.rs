@@ -471,9 +471,10 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let commit = metrics.map(|m| m.commit_seconds.clone());
         let sizes = metrics.map(|m| m.batch_size.clone());
+        let settles = metrics.map(|m| m.settle_batch_size.clone());
         match config.engine {
             crate::config::StoreEngine::Sqlite => Ok(Self::sqlite(
-                sqlite::open(&config.path).await?,
+                sqlite::open(&config.path).await?.observe_settles(settles),
                 commit,
                 sizes,
             )),

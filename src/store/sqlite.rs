@@ -29,11 +29,11 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction, TransactionBehavior, params,
@@ -114,8 +114,10 @@ pub(crate) struct SqliteStore {
     path: PathBuf,
     /// Settles waiting for the writer; see [`SqliteStore::settle`].
     settles: Arc<Mutex<Vec<PendingSettle>>>,
-    /// Transactions that recorded settles (one per writer round), for tests.
-    settle_commits: Arc<AtomicU64>,
+    /// Settles per transaction that recorded them (one per writer round):
+    /// `hookgate_store_settle_batch_size` when the sidecar gave it
+    /// ([`SqliteStore::observe_settles`]), else the store's own.
+    settle_batches: Histogram,
 }
 
 /// A settle waiting for the writer, and who waits for its answer.
@@ -146,11 +148,20 @@ pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         reader,
         path: path.to_owned(),
         settles: Arc::default(),
-        settle_commits: Arc::default(),
+        settle_batches: crate::observe::metrics::batch_histogram(),
     })
 }
 
 impl SqliteStore {
+    /// Observes the settles recorded per transaction in `histogram`
+    /// (`hookgate_store_settle_batch_size`).
+    pub(crate) fn observe_settles(mut self, histogram: Option<Histogram>) -> Self {
+        if let Some(h) = histogram {
+            self.settle_batches = h;
+        }
+        self
+    }
+
     /// The file this store writes.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -594,7 +605,7 @@ fn settle_in(
 /// Records every waiting settle in one relaxed transaction and answers
 /// each caller. If that transaction fails, each is tried in one of its own,
 /// so one bad settle does not fail the others.
-fn settle_all(conn: &mut Connection, batch: Vec<PendingSettle>, commits: &AtomicU64) {
+fn settle_all(conn: &mut Connection, batch: Vec<PendingSettle>, sizes: &Histogram) {
     let together = relaxed(conn, |conn| {
         write(conn, |tx| {
             batch
@@ -605,7 +616,7 @@ fn settle_all(conn: &mut Connection, batch: Vec<PendingSettle>, commits: &Atomic
     });
     match together {
         Ok(changed) => {
-            commits.fetch_add(1, Ordering::Relaxed);
+            sizes.observe(batch.len() as f64);
             for (s, changed) in batch.into_iter().zip(changed) {
                 let _ = s.answer.send(Ok(changed));
             }
@@ -621,7 +632,7 @@ fn settle_all(conn: &mut Connection, batch: Vec<PendingSettle>, commits: &Atomic
                     write(conn, |tx| settle_in(tx, s.id, s.token, s.now, &s.how))
                 });
                 if one.is_ok() {
-                    commits.fetch_add(1, Ordering::Relaxed);
+                    sizes.observe(1.0);
                 }
                 let _ = s.answer.send(one.map_err(|e| backend("settle", &e)));
             }
@@ -878,11 +889,11 @@ impl Engine for SqliteStore {
         };
         if first {
             let settles = self.settles.clone();
-            let commits = self.settle_commits.clone();
+            let sizes = self.settle_batches.clone();
             let job: Job = Box::new(move |conn| {
                 let batch = std::mem::take(&mut *lock(&settles));
                 // A panic drops the batch's senders: each caller gets Closed.
-                let _ = catch_unwind(AssertUnwindSafe(|| settle_all(conn, batch, &commits)));
+                let _ = catch_unwind(AssertUnwindSafe(|| settle_all(conn, batch, &sizes)));
             });
             if let Err(e) = self.writer.submit(job) {
                 // No writer: nobody will take them.
@@ -1297,7 +1308,9 @@ mod tests {
         for (i, settle) in settles.into_iter().enumerate() {
             assert_eq!(settle.await.unwrap().unwrap(), i % 10 != 0, "settle {i}");
         }
-        let commits = store.settle_commits.load(Ordering::Relaxed);
+        // Every settle was recorded, in fewer transactions than settles.
+        let commits = store.settle_batches.count();
+        assert_eq!(store.settle_batches.sum(), 200.0);
         assert!(commits < 200, "{commits} commits for 200 settles");
         let delivered = Filter {
             state: Some(State::Delivered),
@@ -1351,7 +1364,7 @@ mod tests {
             reader: Worker { jobs: tx },
             path: store.path().to_owned(),
             settles: Arc::default(),
-            settle_commits: Arc::default(),
+            settle_batches: crate::observe::metrics::batch_histogram(),
         };
         assert!(matches!(closed.ping().await, Err(StoreError::Closed)));
         // A settle, which goes through its own queue, is Closed too, twice

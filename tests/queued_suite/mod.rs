@@ -355,6 +355,19 @@ pub async fn refused_is_dead_and_not_retried(engine: Engine) {
     )
     .await;
     assert_eq!(sidecar.metric("hookgate_store_up").await, Some(1.0));
+    // The one attempt's result was recorded in one store transaction
+    // (SQLite gathers concurrent results; PostgreSQL records each on its
+    // own and leaves the histogram empty).
+    let recorded = match engine {
+        Engine::Sqlite => Some(1.0),
+        Engine::Postgres => Some(0.0),
+    };
+    for series in [
+        "hookgate_store_settle_batch_size_sum",
+        "hookgate_store_settle_batch_size_count",
+    ] {
+        assert_eq!(sidecar.metric(series).await, recorded, "{series}");
+    }
     sidecar.stop().await;
     assert_eq!(app.take().len(), 1, "a refused event is not retried");
 }
