@@ -76,3 +76,99 @@ wait_http() {
     done
     die "$1 did not answer 200 within ${WAIT_HTTP_S:-10} s${2:+: $(tail -5 "$2" | tr "\n" " ")}"
 }
+
+# bench_hookgate_toml FILE SERVER_EXTRA ROUTE_EXTRA: the benchmarks' hookgate
+# config: TLS 1.3 on $HG_PORT with $WORK/cert.pem, admin on $HG_ADMIN, the
+# app at 127.0.0.1:$UP_PORT, and route "coolpopup" on /webhooks/coolpopup
+# signed with $WORK/secret. SERVER_EXTRA and ROUTE_EXTRA are lines added to
+# [server] and to the route (may be empty); append further tables ([log],
+# [dedup], ...) to FILE afterwards.
+bench_hookgate_toml() {
+    cat > "$1" <<EOT
+[server]
+listen = "127.0.0.1:$HG_PORT"
+$2
+[server.tls]
+cert_file = "$WORK/cert.pem"
+key_file = "$WORK/key.pem"
+min_version = "1.3"
+[admin]
+listen = "127.0.0.1:$HG_ADMIN"
+[upstream]
+url = "http://127.0.0.1:$UP_PORT"
+[[routes]]
+name = "coolpopup"
+path = "/webhooks/coolpopup"
+secret_files = ["$WORK/secret"]
+$3
+EOT
+}
+
+# bench_nginx_conf FILE ACCESS_LOG [LOCATIONS]: nginx, 1 worker, TLS 1.3 on
+# $NGINX_PORT with $WORK/cert.pem, proxying /webhooks/coolpopup to
+# 127.0.0.1:$UP_PORT over a keep-alive pool with the X-Forwarded-* and
+# X-Request-Id headers hookgate sets (the plain TLS reverse proxy hookgate
+# is compared with). ACCESS_LOG: a path, or "off". LOCATIONS: more
+# `location` blocks for the server. Temporary files go under $WORK/nginx-tmp.
+bench_nginx_conf() {
+    mkdir -p "$WORK/nginx-tmp"
+    cat > "$1" <<EOT
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log $2;
+    client_body_temp_path $WORK/nginx-tmp/body;
+    proxy_temp_path $WORK/nginx-tmp/proxy;
+    fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
+    scgi_temp_path $WORK/nginx-tmp/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+    upstream app {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 256;
+        keepalive_requests 10000000;
+        keepalive_timeout 60s;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT ssl http2;
+        ssl_certificate $WORK/cert.pem;
+        ssl_certificate_key $WORK/key.pem;
+        ssl_protocols TLSv1.3;
+        location = /webhooks/coolpopup {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$request_id;
+        }
+${3:-}
+    }
+}
+EOT
+}
+
+# bench_post_lua FILE BODY SIG: a wrk script POSTing the file BODY with
+# X-CoolPopup-Signature SIG; at the end it prints one line
+# "RESULT requests=N duration_us=N status=N connect=N read=N write=N timeout=N"
+# (status: non-2xx/3xx answers; the others: socket errors).
+bench_post_lua() {
+    cat > "$1" <<EOT
+wrk.method = "POST"
+local f = io.open("$2", "rb")
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-CoolPopup-Signature"] = "$3"
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%d duration_us=%d status=%d connect=%d read=%d write=%d timeout=%d\n",
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout))
+end
+EOT
+}

@@ -53,29 +53,15 @@ printf 'whsec-load-benchmark-0123456789abcdef\n' > "$WORK/secret"
 taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
 PIDS+=("$!")
 
-cat > "$WORK/hookgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$HG_PORT"
-[server.tls]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-min_version = "1.3"
-[admin]
-listen = "127.0.0.1:$HG_ADMIN"
-[upstream]
-url = "http://127.0.0.1:$UP_PORT"
+# popup.converted is deduplicated by default; the keys must outlive the run.
+bench_hookgate_toml "$WORK/hookgate.toml" "" 'max_event_age = "1h"
+dedup_window = "1h"'
+cat >> "$WORK/hookgate.toml" <<EOF
 [log]
 format = "json"
 level = "warn"
 [dedup]
 max_keys = $KEYS
-[[routes]]
-name = "coolpopup"
-path = "/webhooks/coolpopup"
-secret_files = ["$WORK/secret"]
-# popup.converted is deduplicated by default; the keys must outlive the run.
-max_event_age = "1h"
-dedup_window = "1h"
 EOF
 taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
 HG_PID=$!

@@ -55,55 +55,11 @@ taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.lo
 PIDS+=($!)
 wait_http "http://127.0.0.1:$UP_PORT/count"
 
-cat > "$WORK/hookgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$HG_PORT"
-header_read_timeout = "30s"
-[server.tls]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-min_version = "1.3"
-[admin]
-listen = "127.0.0.1:$HG_ADMIN"
-[upstream]
-url = "http://127.0.0.1:$UP_PORT"
-[[routes]]
-name = "coolpopup"
-path = "/webhooks/coolpopup"
-secret_files = ["$WORK/secret"]
-# The load repeats one body: without this every copy after the first would
-# be answered "duplicate" (dedup of popup.converted) instead of forwarded.
-dedup_events = []
-EOF
+# The load repeats one body: without dedup_events = [] every copy after the
+# first would be answered "duplicate" (dedup of popup.converted).
+bench_hookgate_toml "$WORK/hookgate.toml" 'header_read_timeout = "30s"' 'dedup_events = []'
 
-mkdir -p "$WORK/nginx-tmp"
-cat > "$WORK/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx-tmp/body;
-    proxy_temp_path $WORK/nginx-tmp/proxy;
-    fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
-    scgi_temp_path $WORK/nginx-tmp/scgi;
-    upstream app { server 127.0.0.1:$UP_PORT; keepalive 256; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT ssl http2;
-        ssl_certificate $WORK/cert.pem;
-        ssl_certificate_key $WORK/key.pem;
-        ssl_protocols TLSv1.3;
-        location = /webhooks/coolpopup {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
+bench_nginx_conf "$WORK/nginx.conf" off
 
 # --- start-up time (nothing else of ours running on CPU $SUT_CPU) ------------
 log "start-up: $STARTS starts of hookgate, exec -> /readyz 200"

@@ -98,19 +98,7 @@ printf 'whsec-load-benchmark-0123456789abcdef\n' > "$WORK/secret"
 python3 "$ROOT/benches/load/body.py" "$WORK/body.json" 1024
 SIG=$("$HG_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")
 
-cat > "$WORK/post.lua" <<EOF
-wrk.method = "POST"
-local f = io.open("$WORK/body.json", "rb")
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-CoolPopup-Signature"] = "$SIG"
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d status=%d connect=%d read=%d write=%d timeout=%d\n",
-    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout))
-end
-EOF
+bench_post_lua "$WORK/post.lua" "$WORK/body.json" "$SIG"
 
 # --- the upstream (CPU $LOAD_CPU) -------------------------------------------
 nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
@@ -121,71 +109,19 @@ wait_http "http://127.0.0.1:$UP_PORT/count"
 upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 
 # --- nginx (CPU $SUT_CPU) ---------------------------------------------------
-mkdir -p "$WORK/nginx-tmp"
-cat > "$WORK/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    $( [ "$LOGGING" = on ] && echo "access_log $WORK/nginx-access.log;" || echo "access_log off;" )
-    client_body_temp_path $WORK/nginx-tmp/body;
-    proxy_temp_path $WORK/nginx-tmp/proxy;
-    fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
-    scgi_temp_path $WORK/nginx-tmp/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
-    upstream app {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 256;
-        keepalive_requests 10000000;
-        keepalive_timeout 60s;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT ssl http2;
-        ssl_certificate $WORK/cert.pem;
-        ssl_certificate_key $WORK/key.pem;
-        ssl_protocols TLSv1.3;
-        location = /webhooks/coolpopup {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            proxy_set_header X-Forwarded-Proto https;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Request-Id \$request_id;
-        }
-    }
-}
-EOF
+bench_nginx_conf "$WORK/nginx.conf" "$( [ "$LOGGING" = on ] && echo "$WORK/nginx-access.log" || echo off )"
 nice -n "$NICE" taskset -c "$SUT_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" > "$WORK/nginx.out" 2>&1 &
 NGINX_MASTER=$!
 PIDS+=("$NGINX_MASTER")
 
 # --- hookgate (CPU $SUT_CPU) ------------------------------------------------
-cat > "$WORK/hookgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$HG_PORT"
-[server.tls]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-min_version = "1.3"
-[admin]
-listen = "127.0.0.1:$HG_ADMIN"
-[upstream]
-url = "http://127.0.0.1:$UP_PORT"
+# The load repeats one body: without dedup_events = [] every copy after the
+# first would be answered "duplicate" (dedup of popup.converted).
+bench_hookgate_toml "$WORK/hookgate.toml" "" 'dedup_events = []'
+cat >> "$WORK/hookgate.toml" <<EOF
 [log]
 format = "json"
 level = "$HG_LEVEL"
-[[routes]]
-name = "coolpopup"
-path = "/webhooks/coolpopup"
-secret_files = ["$WORK/secret"]
-# The load repeats one body: without this every copy after the first would
-# be answered "duplicate" (dedup of popup.converted) instead of forwarded.
-dedup_events = []
 EOF
 nice -n "$NICE" taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
 HG_PID=$!

@@ -58,19 +58,7 @@ sed 's/"popup\.converted"/"popup.tested"/' "$WORK/known.json" > "$WORK/unknown.j
 grep -q '"popup.tested"' "$WORK/unknown.json" || die "body.py's body has no popup.converted event to rename"
 for kind in known unknown; do
     sig=$("$HG_BIN" sign --secret-file "$WORK/secret" "$WORK/$kind.json")
-    cat > "$WORK/$kind.lua" <<EOF
-wrk.method = "POST"
-local f = io.open("$WORK/$kind.json", "rb")
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-CoolPopup-Signature"] = "$sig"
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d errors=%d\n", summary.requests,
-    e.status + e.connect + e.read + e.write + e.timeout))
-end
-EOF
+    bench_post_lua "$WORK/$kind.lua" "$WORK/$kind.json" "$sig"
 done
 
 nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
@@ -78,74 +66,22 @@ PIDS+=("$!")
 wait_http "http://127.0.0.1:$UP_PORT/count"
 upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 
-mkdir -p "$WORK/nginx-tmp"
-cat > "$WORK/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx-tmp/body;
-    proxy_temp_path $WORK/nginx-tmp/proxy;
-    fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
-    scgi_temp_path $WORK/nginx-tmp/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 75s;
-    upstream app {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 256;
-        keepalive_requests 10000000;
-        keepalive_timeout 60s;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT ssl http2;
-        ssl_certificate $WORK/cert.pem;
-        ssl_certificate_key $WORK/key.pem;
-        ssl_protocols TLSv1.3;
-        location = /webhooks/coolpopup {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header X-Forwarded-For \$remote_addr;
-            proxy_set_header X-Forwarded-Proto https;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Request-Id \$request_id;
-        }
+bench_nginx_conf "$WORK/nginx.conf" off '
         location = /local {
             default_type application/json;
-            return 200 '{"status":"acknowledged"}';
-        }
-    }
-}
-EOF
+            return 200 "{\"status\":\"acknowledged\"}";
+        }'
 nice -n "$NICE" taskset -c "$SUT_CPU" nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" > "$WORK/nginx.out" 2>&1 &
 NGINX_MASTER=$!
 PIDS+=("$NGINX_MASTER")
 
-cat > "$WORK/hookgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$HG_PORT"
-[server.tls]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-min_version = "1.3"
-[admin]
-listen = "127.0.0.1:$HG_ADMIN"
-[upstream]
-url = "http://127.0.0.1:$UP_PORT"
+# One body repeated: forwarded each time, not answered "duplicate".
+bench_hookgate_toml "$WORK/hookgate.toml" "" 'unknown_events = "acknowledge"
+dedup_events = []'
+cat >> "$WORK/hookgate.toml" <<EOF
 [log]
 format = "json"
 level = "warn"
-[[routes]]
-name = "coolpopup"
-path = "/webhooks/coolpopup"
-secret_files = ["$WORK/secret"]
-unknown_events = "acknowledge"
-# One body repeated: forwarded each time, not answered "duplicate".
-dedup_events = []
 EOF
 nice -n "$NICE" taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
 HG_PID=$!
@@ -183,15 +119,17 @@ measure() {
     t1=$(cpu_ticks $pids)
     line=$(grep '^RESULT' <<< "$out") || die "$name: no wrk result: $out"
     requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<< "$line")
-    errors=$(sed -E 's/.*errors=([0-9]+).*/\1/' <<< "$line")
+    errors=$(sed -E 's/.* status=([0-9]+) connect=([0-9]+) read=([0-9]+) write=([0-9]+) timeout=([0-9]+).*/\1 + \2 + \3 + \4 + \5/' <<< "$line")
+    errors=$((errors))
     [ "$errors" = 0 ] || die "$name run $run: $errors non-2xx answers or socket errors"
     [ "$requests" -gt 0 ] || die "$name run $run: no request completed"
     sleep 0.3 # requests cut off at the end of the run settle
     up1=$(upstream_count)
     if [ "$fwd" = yes ]; then
         # Up to CONNS requests were in flight when wrk stopped.
-        [ $((up1 - up0)) -ge "$requests" ] && [ $((up1 - up0)) -le $((requests + CONNS)) ] \
-            || die "$name run $run: the upstream received $((up1 - up0)), the client completed $requests"
+        if [ $((up1 - up0)) -lt "$requests" ] || [ $((up1 - up0)) -gt $((requests + CONNS)) ]; then
+            die "$name run $run: the upstream received $((up1 - up0)), the client completed $requests"
+        fi
     else
         [ "$up1" = "$up0" ] || die "$name run $run: the upstream received $((up1 - up0)) requests"
     fi
