@@ -155,8 +155,9 @@ EOT
 
 # bench_post_lua FILE BODY SIG: a wrk script POSTing the file BODY with
 # X-CoolPopup-Signature SIG; at the end it prints one line
-# "RESULT requests=N duration_us=N status=N connect=N read=N write=N timeout=N"
-# (status: non-2xx/3xx answers; the others: socket errors).
+# "RESULT requests=N duration_us=N status=N connect=N read=N write=N timeout=N p50_us=N p99_us=N"
+# (status: non-2xx/3xx answers; connect..timeout: socket errors; wrk's
+# own latency percentiles, closed loop).
 bench_post_lua() {
     cat > "$1" <<EOT
 wrk.method = "POST"
@@ -167,8 +168,9 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-CoolPopup-Signature"] = "$3"
 function done(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d status=%d connect=%d read=%d write=%d timeout=%d\n",
-    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout))
+  io.write(string.format("RESULT requests=%d duration_us=%d status=%d connect=%d read=%d write=%d timeout=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
 end
 EOT
 }

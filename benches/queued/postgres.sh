@@ -128,20 +128,7 @@ printf 'whsec-queued-benchmark-0123456789abcdef\n' > "$WORK/secret"
 python3 "$ROOT/benches/load/body.py" "$WORK/converted.json" 1024
 sed 's/"popup\.converted"/"popup.shown"/' "$WORK/converted.json" > "$WORK/body.json"
 SIG=$("$HG_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")
-cat > "$WORK/post.lua" <<EOF
-wrk.method = "POST"
-local f = io.open("$WORK/body.json", "rb")
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["X-CoolPopup-Signature"] = "$SIG"
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d status=%d connect=%d read=%d write=%d timeout=%d p50_us=%d p99_us=%d\n",
-    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-EOF
+bench_post_lua "$WORK/post.lua" "$WORK/body.json" "$SIG"
 
 # --- the app stand-in and a hung app (CPU $LOAD_CPU) -------------------------
 nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
