@@ -205,7 +205,7 @@ impl Config {
 }
 
 /// Checks one route; returns its headers when its name and signature header
-/// can be headers.
+/// can be headers and its upstream path a request target.
 fn validate_route(
     i: usize,
     r: &RouteConfig,
