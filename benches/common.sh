@@ -77,12 +77,14 @@ wait_http() {
     die "$1 did not answer 200 within ${WAIT_HTTP_S:-10} s${2:+: $(tail -5 "$2" | tr "\n" " ")}"
 }
 
-# bench_hookgate_toml FILE SERVER_EXTRA ROUTE_EXTRA: the benchmarks' hookgate
-# config: TLS 1.3 on $HG_PORT with $WORK/cert.pem, admin on $HG_ADMIN, the
-# app at 127.0.0.1:$UP_PORT, and route "coolpopup" on /webhooks/coolpopup
-# signed with $WORK/secret. SERVER_EXTRA and ROUTE_EXTRA are lines added to
-# [server] and to the route (may be empty); append further tables ([log],
-# [dedup], ...) to FILE afterwards.
+# bench_hookgate_toml FILE SERVER_EXTRA ROUTE_EXTRA [TABLES]: the benchmarks'
+# hookgate config: TLS 1.3 on $HG_PORT with $WORK/cert.pem, admin on
+# $HG_ADMIN, the app at $HG_UPSTREAM_URL (default http://127.0.0.1:$UP_PORT),
+# JSON logs at level $HG_LOG_LEVEL (default info), and route "coolpopup" on
+# /webhooks/coolpopup signed with $WORK/secret. SERVER_EXTRA and ROUTE_EXTRA
+# are lines added to [server] and to the route, TABLES more tables
+# ([store], [dedup], ...); each may be empty. The variables may be set for
+# one call: HG_PORT=... bench_hookgate_toml ...
 bench_hookgate_toml() {
     cat > "$1" <<EOT
 [server]
@@ -95,7 +97,11 @@ min_version = "1.3"
 [admin]
 listen = "127.0.0.1:$HG_ADMIN"
 [upstream]
-url = "http://127.0.0.1:$UP_PORT"
+url = "${HG_UPSTREAM_URL:-http://127.0.0.1:$UP_PORT}"
+[log]
+format = "json"
+level = "${HG_LOG_LEVEL:-info}"
+${4:-}
 [[routes]]
 name = "coolpopup"
 path = "/webhooks/coolpopup"

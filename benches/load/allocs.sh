@@ -51,11 +51,6 @@ SIG=$("$HG_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")
 bench_post_lua "$WORK/post.lua" "$WORK/body.json" "$SIG"
 # One body repeated: forwarded each time, not answered "duplicate".
 bench_hookgate_toml "$WORK/hookgate.toml" "" 'dedup_events = []'
-cat >> "$WORK/hookgate.toml" <<EOF
-[log]
-format = "json"
-level = "info"
-EOF
 
 taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
 PIDS+=("$!")

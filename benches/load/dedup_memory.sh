@@ -54,15 +54,9 @@ taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.lo
 PIDS+=("$!")
 
 # popup.converted is deduplicated by default; the keys must outlive the run.
-bench_hookgate_toml "$WORK/hookgate.toml" "" 'max_event_age = "1h"
-dedup_window = "1h"'
-cat >> "$WORK/hookgate.toml" <<EOF
-[log]
-format = "json"
-level = "warn"
-[dedup]
-max_keys = $KEYS
-EOF
+HG_LOG_LEVEL=warn bench_hookgate_toml "$WORK/hookgate.toml" "" 'max_event_age = "1h"
+dedup_window = "1h"' "[dedup]
+max_keys = $KEYS"
 taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
 HG_PID=$!
 PIDS+=("$HG_PID")

@@ -117,12 +117,7 @@ PIDS+=("$NGINX_MASTER")
 # --- hookgate (CPU $SUT_CPU) ------------------------------------------------
 # The load repeats one body: without dedup_events = [] every copy after the
 # first would be answered "duplicate" (dedup of popup.converted).
-bench_hookgate_toml "$WORK/hookgate.toml" "" 'dedup_events = []'
-cat >> "$WORK/hookgate.toml" <<EOF
-[log]
-format = "json"
-level = "$HG_LEVEL"
-EOF
+HG_LOG_LEVEL=$HG_LEVEL bench_hookgate_toml "$WORK/hookgate.toml" "" 'dedup_events = []'
 nice -n "$NICE" taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
 HG_PID=$!
 PIDS+=("$HG_PID")

@@ -76,13 +76,8 @@ NGINX_MASTER=$!
 PIDS+=("$NGINX_MASTER")
 
 # One body repeated: forwarded each time, not answered "duplicate".
-bench_hookgate_toml "$WORK/hookgate.toml" "" 'unknown_events = "acknowledge"
+HG_LOG_LEVEL=warn bench_hookgate_toml "$WORK/hookgate.toml" "" 'unknown_events = "acknowledge"
 dedup_events = []'
-cat >> "$WORK/hookgate.toml" <<EOF
-[log]
-format = "json"
-level = "warn"
-EOF
 nice -n "$NICE" taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
 HG_PID=$!
 PIDS+=("$HG_PID")

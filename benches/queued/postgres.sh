@@ -171,28 +171,8 @@ tls = \"disable\"
 schema = \"bench_$STARTS\"" ;;
         *) die "unknown target $t" ;;
     esac
-    cat > "$WORK/hg.toml" <<EOF
-[server]
-listen = "127.0.0.1:$PUB"
-worker_threads = 1
-[server.tls]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-min_version = "1.3"
-[admin]
-listen = "127.0.0.1:$ADM"
-[upstream]
-url = "$app"
-[log]
-format = "json"
-level = "info"
-$store
-[[routes]]
-name = "coolpopup"
-path = "/webhooks/coolpopup"
-secret_files = ["$WORK/secret"]
-$route
-EOF
+    HG_PORT=$PUB HG_ADMIN=$ADM HG_UPSTREAM_URL=$app \
+        bench_hookgate_toml "$WORK/hg.toml" "worker_threads = 1" "$route" "$store"
     nice -n "$NICE" taskset -c "$SUT_CPU" "$HG_BIN" serve -c "$WORK/hg.toml" >> "$WORK/$t.log" 2>&1 &
     HG_PID=$!
     PIDS+=("$HG_PID")

@@ -102,27 +102,7 @@ PIDS+=("$!")
 # --- three sidecars (CPU $SUT_CPU) ------------------------------------------
 # $1 name, $2 port, $3 admin, $4 app URL, $5 extra route lines, $6 extra top-level
 config() {
-    cat > "$WORK/$1.toml" <<EOF
-[server]
-listen = "127.0.0.1:$2"
-[server.tls]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-min_version = "1.3"
-[admin]
-listen = "127.0.0.1:$3"
-[upstream]
-url = "$4"
-[log]
-format = "json"
-level = "info"
-$6
-[[routes]]
-name = "coolpopup"
-path = "/webhooks/coolpopup"
-secret_files = ["$WORK/secret"]
-$5
-EOF
+    HG_PORT=$2 HG_ADMIN=$3 HG_UPSTREAM_URL=$4 bench_hookgate_toml "$WORK/$1.toml" "" "$5" "$6"
 }
 config direct "$P1" "$A1" "http://127.0.0.1:$UP_PORT" "" ""
 config queued "$P2" "$A2" "http://127.0.0.1:$UP_PORT" 'delivery = "queued"' \
