@@ -202,7 +202,9 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// `Retry-After`. Everything else (`Server`, `Set-Cookie`, a `Location`
 /// naming an internal URL, `X-Powered-By`, ...) stays inside; hyper sets
 /// `Content-Length`, and hookgate `X-Request-Id`.
-/// The map is emptied and refilled in place, keeping its allocation.
+///
+/// The map is emptied and refilled in place, keeping its allocation (hyper
+/// parses the connection's next request into it).
 pub fn normalize_response(headers: &mut HeaderMap) {
     let content_type = take_all(headers, &header::CONTENT_TYPE);
     let retry_after = take_all(headers, &header::RETRY_AFTER);
