@@ -180,3 +180,16 @@ function done(summary, latency, requests)
 end
 EOT
 }
+
+# upstream_count: the requests the bench upstream (examples/bench_upstream)
+# on $UP_PORT has received.
+upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
+
+# cpu_ticks PID...: utime + stime of the processes, in clock ticks.
+cpu_ticks() {
+    local t=0 p
+    for p in "$@"; do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$t"
+}

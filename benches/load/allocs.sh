@@ -55,7 +55,6 @@ bench_hookgate_toml "$WORK/hookgate.toml" "" 'dedup_events = []'
 taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
 PIDS+=("$!")
 wait_http "http://127.0.0.1:$UP_PORT/count"
-upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 
 # $1 name, $2 seconds of load (0: none). Prints the allocation calls and
 # the requests the upstream received during the run.

@@ -106,7 +106,6 @@ UP_PID=$!
 PIDS+=("$UP_PID")
 
 wait_http "http://127.0.0.1:$UP_PORT/count"
-upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 
 # --- nginx (CPU $SUT_CPU) ---------------------------------------------------
 bench_nginx_conf "$WORK/nginx.conf" "$( [ "$LOGGING" = on ] && echo "$WORK/nginx-access.log" || echo off )"
@@ -159,13 +158,6 @@ HG_TLS=$(tls_params "$HG_PORT")
 # --- measurement helpers ----------------------------------------------------
 sut_pids() { case $1 in a) echo "$UP_PID" ;; b) echo "$NGINX_MASTER $NGINX_WORKER" ;; c) echo "$HG_PID" ;; d) echo "$ALT_PID" ;; esac; }
 url_of() { case $1 in a) echo "$UP_URL" ;; b) echo "$NGINX_URL" ;; c) echo "$HG_URL" ;; d) echo "$ALT_URL" ;; esac; }
-cpu_ticks() { # sum of utime+stime (clock ticks) over PIDs
-    local t=0 p
-    for p in "$@"; do
-        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    done
-    echo "$t"
-}
 hwm_kib() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/^VmHWM/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }
 CLK_TCK=$(getconf CLK_TCK)
 cpu_busy() { # "busy total" jiffies of CPU $1 from /proc/stat

@@ -64,7 +64,6 @@ done
 nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
 PIDS+=("$!")
 wait_http "http://127.0.0.1:$UP_PORT/count"
-upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 
 bench_nginx_conf "$WORK/nginx.conf" off '
         location = /local {
@@ -93,7 +92,6 @@ TARGETS=(
     "hg-proxy|$HG_PID|https://127.0.0.1:$HG_PORT/webhooks/coolpopup|known|yes|forwarded"
     "hg-ack|$HG_PID|https://127.0.0.1:$HG_PORT/webhooks/coolpopup|unknown|no|acknowledged"
 )
-cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 hg_count() { # requests hookgate answered with outcome $1
     curl -sf --max-time 2 "http://127.0.0.1:$HG_ADMIN/metrics" \
         | awk -v o="outcome=\"$1\"" '/^hookgate_requests_total\{/ && index($0, o) {s += $NF} END {printf "%d\n", s}'

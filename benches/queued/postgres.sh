@@ -135,7 +135,6 @@ nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$
 PIDS+=("$!")
 WAIT_HTTP_S=20
 wait_http "http://127.0.0.1:$UP_PORT/count"
-app_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 # Listens, never accepts (the kernel completes the handshakes).
 nice -n "$NICE" taskset -c "$LOAD_CPU" python3 -c '
 import socket, sys, time
@@ -211,7 +210,7 @@ run_one() {
     [ "$code" = 200 ] || die "sanity request to $t answered $code: $(cat "$WORK/sanity")"
     metrics > "$before"
     local app0 t0 pg0 rate=- requests dur_us p50 p90=- p99 p999=- out
-    app0=$(app_count); t0=$(ticks_of "$HG_PID"); pg0=$(ticks_of $pgp)
+    app0=$(upstream_count); t0=$(ticks_of "$HG_PID"); pg0=$(ticks_of $pgp)
     case $phase in
         max)
             out=$(timeout $((DURATION + 30)) nice -n "$NICE" taskset -c "$LOAD_CPU" \
@@ -247,7 +246,7 @@ n = d["queued"] + d["ok"]
 print(n, int(d["seconds"] * 1e6), d["p50_ms"], d["p90_ms"], d["p99_ms"], d["p999_ms"])' "$out")
             ;;
     esac
-    local t1 pg1 app1; t1=$(ticks_of "$HG_PID"); pg1=$(ticks_of $pgp); app1=$(app_count)
+    local t1 pg1 app1; t1=$(ticks_of "$HG_PID"); pg1=$(ticks_of $pgp); app1=$(upstream_count)
     sleep 0.5
     metrics > "$after"
     local want counted others
@@ -270,7 +269,7 @@ print(n, int(d["seconds"] * 1e6), d["p50_ms"], d["p90_ms"], d["p99_ms"], d["p999
     [ "$t" = pg-ingest ] || delivered=$(awk -v n=$((app1 - app0)) -v us="$dur_us" 'BEGIN {printf "%.0f", n / (us / 1e6)}')
     local drain=-
     if [ "$phase" = max ] && { [ "$t" = sqlite ] || [ "$t" = postgres ]; } && [ "$DRAIN" -gt 0 ]; then
-        local d0 d1; d0=$(app_count); sleep "$DRAIN"; d1=$(app_count)
+        local d0 d1; d0=$(upstream_count); sleep "$DRAIN"; d1=$(upstream_count)
         drain=$(( (d1 - d0) / DRAIN ))
     fi
     stop

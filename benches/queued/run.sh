@@ -89,7 +89,6 @@ bench_post_lua "$WORK/post.lua" "$WORK/body.json" "$SIG"
 nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
 PIDS+=("$!")
 wait_http "http://127.0.0.1:$UP_PORT/count"
-app_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 # The hung app: listens, never accepts (the kernel completes the handshakes).
 nice -n "$NICE" taskset -c "$LOAD_CPU" python3 -c '
 import socket, sys, time
@@ -142,14 +141,13 @@ for t in direct queued ingest; do
 done
 
 # Both sanity events (direct, queued) reach the app before anything is counted.
-for _ in $(seq 1 200); do [ "$(app_count)" -ge 2 ] && break; sleep 0.05; done
-[ "$(app_count)" -ge 2 ] || die "the sanity events did not reach the app"
+for _ in $(seq 1 200); do [ "$(upstream_count)" -ge 2 ] && break; sleep 0.05; done
+[ "$(upstream_count)" -ge 2 ] || die "the sanity events did not reach the app"
 
 # --- measurement helpers ----------------------------------------------------
 metrics() { curl -sf --max-time 5 "http://127.0.0.1:${ADMIN[$1]}/metrics"; }
 # The value of one series (exact name and labels) in a metrics file; 0 if absent.
 series() { awk -v s="$2" '$1 == s {v = $2} END {print (v == "" ? 0 : v)}' "$1"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 CLK_TCK=$(getconf CLK_TCK)
 OUTCOME='hookgate_requests_total{route="coolpopup",outcome="%s"}'
 
@@ -163,12 +161,12 @@ run_one() {
     before=$WORK/m-before; after=$WORK/m-after
     [ "$t" = direct ] || start "$t"
     metrics "$t" > "$before"
-    app0=$(app_count)
+    app0=$(upstream_count)
     t0=$(cpu_ticks "${PID[$t]}")
     out=$(timeout $((DURATION + 30)) nice -n "$NICE" taskset -c "$LOAD_CPU" \
         wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "$url")
     t1=$(cpu_ticks "${PID[$t]}")
-    local app1; app1=$(app_count)
+    local app1; app1=$(upstream_count)
     echo "$out" > "$OUT/wrk-$t-$run.txt"
     line=$(grep '^RESULT' <<< "$out") || die "$t: no wrk result: $out"
     local requests dur_us status errs p50 p99
@@ -237,7 +235,7 @@ for run in $(seq 1 "$RUNS"); do
         if [ "$run" = "$RUNS" ]; then
             # Delivery alone: this run's backlog, with no load, for DRAIN s.
             log "delivery with no load: ${DRAIN}s"
-            d0=$(app_count); sleep "$DRAIN"; d1=$(app_count)
+            d0=$(upstream_count); sleep "$DRAIN"; d1=$(upstream_count)
             DRAIN_RPS=$(( (d1 - d0) / DRAIN ))
         fi
         start queued
