@@ -187,9 +187,18 @@ upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 
 # cpu_ticks PID...: utime + stime of the processes, in clock ticks.
 cpu_ticks() {
-    local t=0 p
+    local u s
+    read -r u s <<< "$(cpu_ticks_split "$@")"
+    echo $((u + s))
+}
+
+# cpu_ticks_split PID...: "utime stime" of the processes (user space, the
+# kernel), in clock ticks.
+cpu_ticks_split() {
+    local u=0 s=0 p pu ps
     for p in "$@"; do
-        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+        read -r pu ps < <(awk '{print $14, $15}' "/proc/$p/stat")
+        u=$((u + pu)); s=$((s + ps))
     done
-    echo "$t"
+    echo "$u $s"
 }

@@ -17,8 +17,9 @@
 #   bash benches/load/split.sh            # RUNS=6 DURATION=4 CONNS=64
 #
 # Reports per target the median req/s and CPU-µs per request (utime+stime
-# of the target's processes ÷ requests) and, from the medians, the hop's
-# cost on each side. Fails if any request got a non-2xx, if the upstream
+# of the target's processes ÷ requests; stime alone: the kernel's share)
+# and, from the medians, the hop's cost on each side, split into kernel
+# and user space. Fails if any request got a non-2xx, if the upstream
 # did not receive each forwarded request, or if hookgate counted an outcome
 # other than the expected one. Output: $OUT/report.md and $OUT/raw.tsv.
 # About RUNS × 4 × (DURATION + 1) s after the build.
@@ -98,18 +99,18 @@ hg_count() { # requests hookgate answered with outcome $1
 }
 
 RAW=$OUT/raw.tsv
-printf 'run\ttarget\trequests\tseconds\tticks\thz\n' > "$RAW"
+printf 'run\ttarget\trequests\tseconds\tticks\thz\tsys_ticks\n' > "$RAW"
 # $1 run ("warm" is not recorded), then one TARGETS entry.
 measure() {
-    local run=$1 name pids url body fwd outcome up0 up1 hg0 hg1 t0 t1 out line requests errors
+    local run=$1 name pids url body fwd outcome up0 up1 hg0 hg1 u0 s0 u1 s1 out line requests errors
     IFS='|' read -r name pids url body fwd outcome <<< "$2"
     up0=$(upstream_count); [ -z "$outcome" ] || hg0=$(hg_count "$outcome")
     # shellcheck disable=SC2086
-    t0=$(cpu_ticks $pids)
+    read -r u0 s0 <<< "$(cpu_ticks_split $pids)"
     out=$(timeout $((DURATION + 30)) nice -n "$NICE" taskset -c "$LOAD_CPU" \
         wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$WORK/$body.lua" "$url")
     # shellcheck disable=SC2086
-    t1=$(cpu_ticks $pids)
+    read -r u1 s1 <<< "$(cpu_ticks_split $pids)"
     line=$(grep '^RESULT' <<< "$out") || die "$name: no wrk result: $out"
     requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<< "$line")
     errors=$(sed -E 's/.* status=([0-9]+) connect=([0-9]+) read=([0-9]+) write=([0-9]+) timeout=([0-9]+).*/\1 + \2 + \3 + \4 + \5/' <<< "$line")
@@ -131,7 +132,8 @@ measure() {
         [ $((hg1 - hg0)) -ge "$requests" ] || die "$name run $run: hookgate counted $((hg1 - hg0)) $outcome, the client completed $requests"
     fi
     [ "$run" != warm ] || return 0
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$name" "$requests" "$DURATION" "$((t1 - t0))" "$(getconf CLK_TCK)" >> "$RAW"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$name" "$requests" "$DURATION" \
+        "$((u1 - u0 + s1 - s0))" "$(getconf CLK_TCK)" "$((s1 - s0))" >> "$RAW"
     log "run $run $name: $((requests / DURATION)) req/s"
 }
 
@@ -145,21 +147,25 @@ python3 - "$RAW" "$LOAD_BEFORE" "$HG_BIN" > "$OUT/report.md" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 names = ["nginx-proxy", "nginx-local", "hg-proxy", "hg-ack"]
-rps, cpu = {}, {}
+rps, cpu, ker = {}, {}, {}
 for n in names:
     rs = [r for r in rows if r["target"] == n]
     rps[n] = statistics.median(int(r["requests"]) / float(r["seconds"]) for r in rs)
     cpu[n] = statistics.median(int(r["ticks"]) / int(r["hz"]) * 1e6 / int(r["requests"]) for r in rs)
+    ker[n] = statistics.median(int(r["sys_ticks"]) / int(r["hz"]) * 1e6 / int(r["requests"]) for r in rs)
 runs = len({r["run"] for r in rows})
 print(f"# Where the gap lies: {runs} runs, load average before {sys.argv[2]}, {sys.argv[3]}\n")
-print("| target | req/s (median) | CPU-µs / request (median) |")
-print("|---|---|---|")
+print("| target | req/s (median) | CPU-µs / request (median) | of which in the kernel |")
+print("|---|---|---|---|")
 for n in names:
-    print(f"| {n} | {rps[n]:,.0f} | {cpu[n]:.1f} |")
+    print(f"| {n} | {rps[n]:,.0f} | {cpu[n]:.1f} | {ker[n]:.1f} |")
 print()
-print("| cost of the hop to the app (proxy − local), CPU-µs / request | nginx | hookgate |")
+print("| the hop to the app (proxy − local), CPU-µs / request | nginx | hookgate |")
 print("|---|---|---|")
-print(f"| | {cpu['nginx-proxy'] - cpu['nginx-local']:.1f} | {cpu['hg-proxy'] - cpu['hg-ack']:.1f} |")
+print(f"| all | {cpu['nginx-proxy'] - cpu['nginx-local']:.1f} | {cpu['hg-proxy'] - cpu['hg-ack']:.1f} |")
+print(f"| in the kernel | {ker['nginx-proxy'] - ker['nginx-local']:.1f} | {ker['hg-proxy'] - ker['hg-ack']:.1f} |")
+print(f"| in user space | {cpu['nginx-proxy'] - cpu['nginx-local'] - ker['nginx-proxy'] + ker['nginx-local']:.1f} | "
+      f"{cpu['hg-proxy'] - cpu['hg-ack'] - ker['hg-proxy'] + ker['hg-ack']:.1f} |")
 print()
 print(f"hg-ack / nginx-local: throughput {rps['hg-ack'] / rps['nginx-local']:.2f}, CPU {cpu['hg-ack'] / cpu['nginx-local']:.2f}; "
       f"hg-proxy / nginx-proxy: throughput {rps['hg-proxy'] / rps['nginx-proxy']:.2f}, CPU {cpu['hg-proxy'] / cpu['nginx-proxy']:.2f}")
