@@ -721,6 +721,16 @@ const MIGRATIONS: &[&str] = &[
 const RECORD: &str =
     "id, route, event, state, attempts, received_at, next_attempt_at, last_error, updated_at";
 
+/// A one-row relation whose evaluation turns `synchronous_commit` off for
+/// the statement's own (implicit) transaction: joined into a lease or a
+/// settle, it makes their commit skip the wait for the WAL flush in one
+/// round trip (BEGIN, `SET LOCAL`, the statement and COMMIT took four).
+/// `set_config(.., true)` is local to the transaction: the session's
+/// `synchronous_commit = on` holds again for the next statement, an ingest's
+/// included. Should the join skip it (no row matched), nothing was written
+/// and the commit has nothing to flush anyway.
+const NO_FLUSH: &str = "(SELECT set_config('synchronous_commit', 'off', true)) AS no_flush";
+
 /// The statements, with the schema spliced in once.
 struct Sql {
     schema: String,
@@ -788,7 +798,7 @@ impl Sql {
                 UPDATE {s}.events e
                 SET attempts = e.attempts + 1, lease_until = $3,
                     lease_token = nextval('{s}.lease_tokens')
-                FROM due WHERE e.id = due.id
+                FROM due, {NO_FLUSH} WHERE e.id = due.id
                 RETURNING e.id, e.route, e.event, e.received_at, e.body, e.headers, e.attempts,
                           e.lease_token"
             ),
@@ -800,6 +810,7 @@ impl Sql {
                 "UPDATE {s}.events
                  SET state = $4, next_attempt_at = $5, last_error = $6,
                      lease_until = NULL, lease_token = NULL, updated_at = $3
+                 FROM {NO_FLUSH}
                  WHERE id = $1 AND lease_token = $2 AND state = 'pending'"
             ),
             get: format!(
@@ -998,15 +1009,12 @@ impl Engine for PgStore {
         let limit = i64::from(limit);
         with_client!(self, "lease", |c| {
             // As for settles: a lease lost in a crash only means the
-            // attempt is made again; no WAL flush is waited for.
+            // attempt is made again; no WAL flush is waited for
+            // (`NO_FLUSH`, one round trip).
             let statement = c.prepare_cached(&sql.lease).await?;
-            let tx = c.transaction().await?;
-            tx.batch_execute("SET LOCAL synchronous_commit TO off")
-                .await?;
-            let rows = tx
+            let rows = c
                 .query(&statement, &[&route, &now, &lease_until, &limit])
                 .await?;
-            tx.commit().await?;
             rows.iter()
                 .map(|row| {
                     let attempts: i32 = row.try_get(6)?;
@@ -1047,17 +1055,13 @@ impl Engine for PgStore {
         };
         let sql = &self.sql;
         with_client!(self, "settle", |c| {
-            // Not waiting for the WAL flush: a settle lost in a crash means
-            // the attempt is made again (at least once), and delivery is
-            // spared one flush per event.
+            // Not waiting for the WAL flush (`NO_FLUSH`): a settle lost in
+            // a crash means the attempt is made again (at least once), and
+            // delivery is spared one flush per event.
             let statement = c.prepare_cached(&sql.settle).await?;
-            let tx = c.transaction().await?;
-            tx.batch_execute("SET LOCAL synchronous_commit TO off")
-                .await?;
-            let n = tx
+            let n = c
                 .execute(&statement, &[&id, &token, &now, &state, &next, &error])
                 .await?;
-            tx.commit().await?;
             Ok(n == 1)
         })
     }
@@ -1322,6 +1326,64 @@ mod tests {
         let a = PgStore::connect(opts.clone()).await.unwrap();
         let b = PgStore::connect(opts).await.unwrap();
         crate::store::suite::leases_race(&a, &b).await;
+    }
+
+    /// A lease and a settle turn `synchronous_commit` off for their own
+    /// transaction (their commit does not wait for the WAL flush), and for
+    /// nothing after it: the session's `on` holds for the next ingest.
+    #[tokio::test]
+    async fn lease_and_settle_skip_the_flush_of_their_own_commit_only() {
+        async fn setting(c: &impl deadpool_postgres::GenericClient) -> String {
+            let row = c.query_one("SHOW synchronous_commit", &[]).await.unwrap();
+            row.get(0)
+        }
+        let mut opts = fresh();
+        opts.max_connections = 1; // every call below on the same session
+        let store = PgStore::connect(opts).await.unwrap();
+        store
+            .ingest(vec![event("a", NOW, None), event("a", NOW + 1, None)])
+            .await
+            .unwrap();
+        let (now, until, limit) = (NOW + 10, NOW + 100, 1_i64);
+        {
+            // Inside an explicit transaction, to read the setting before COMMIT.
+            let mut c = store.pool.get().await.unwrap();
+            let tx = c.transaction().await.unwrap();
+            let rows = tx
+                .query(&store.sql.lease, &[&"a", &now, &until, &limit])
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1);
+            assert_eq!(setting(&tx).await, "off", "the lease's own transaction");
+            let (id, token): (Uuid, i64) = (rows[0].get(0), rows[0].get(7));
+            let delivered = Some(State::Delivered.as_str());
+            let (next, error): (Option<Millis>, Option<String>) = (None, None);
+            let n = tx
+                .execute(
+                    &store.sql.settle,
+                    &[&id, &token, &now, &delivered.unwrap(), &next, &error],
+                )
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+            tx.rollback().await.unwrap();
+            assert_eq!(setting(&c).await, "on", "after the transaction");
+        }
+        let leases = store.lease("a", now, until, 10).await.unwrap();
+        assert_eq!(leases.len(), 2);
+        let c = store.pool.get().await.unwrap();
+        assert_eq!(setting(&c).await, "on", "after a lease");
+        drop(c);
+        for lease in &leases {
+            let settled = store.settle(lease.id, lease.token, now, Settle::Delivered);
+            assert!(settled.await.unwrap());
+        }
+        let c = store.pool.get().await.unwrap();
+        assert_eq!(setting(&c).await, "on", "after the settles");
+        drop(c);
+        let out = store.ingest(vec![event("a", NOW + 2, None)]).await.unwrap();
+        assert_eq!(out, [Ingested::Stored]);
+        assert_eq!(store.stats().await.unwrap()[0].delivered, 2);
     }
 
     /// The shared cluster's database for the tests that take a fresh schema.
