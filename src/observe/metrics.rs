@@ -116,6 +116,9 @@ pub struct StoreMetrics {
     pub queue_events: Family<QueueLabels, Gauge>,
     /// `hookgate_queue_oldest_pending_age_seconds{route}`.
     pub oldest_pending_age: Family<RouteLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// `hookgate_store_stats_seconds`: how long the last count of the
+    /// queue (the queue gauges' source) took.
+    pub stats_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// `hookgate_delivery_attempts_total{route,result}`.
     pub delivery_attempts: Family<AttemptLabels, Counter>,
 }
@@ -290,6 +293,13 @@ impl Metrics {
                 Unit::Seconds,
                 oldest_pending_age.clone(),
             );
+            let stats_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            registry.register_with_unit(
+                "store_stats",
+                "Time the last count of the queue took; the queue gauges are refreshed every max(1 s, 20 times this)",
+                Unit::Seconds,
+                stats_seconds.clone(),
+            );
             let delivery_attempts = Family::<AttemptLabels, Counter>::default();
             registry.register(
                 "delivery_attempts",
@@ -303,6 +313,7 @@ impl Metrics {
                 settle_batch_size,
                 queue_events,
                 oldest_pending_age,
+                stats_seconds,
                 delivery_attempts,
             }
         });

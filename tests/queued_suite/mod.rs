@@ -355,6 +355,10 @@ pub async fn refused_is_dead_and_not_retried(engine: Engine) {
     )
     .await;
     assert_eq!(sidecar.metric("hookgate_store_up").await, Some(1.0));
+    // How long the gauges' count took: a few events count in well under
+    // the second between refreshes.
+    let took = sidecar.metric("hookgate_store_stats_seconds").await;
+    assert!(took.is_some_and(|s| s > 0.0 && s < 1.0), "{took:?}");
     // The one attempt's result was recorded in one store transaction
     // (SQLite gathers concurrent results; PostgreSQL records each on its
     // own and leaves the histogram empty).
