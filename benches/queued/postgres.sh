@@ -302,8 +302,9 @@ done
 LOAD_AFTER=$(cut -d" " -f1-3 /proc/loadavg)
 
 # --- report -----------------------------------------------------------------
-python3 - "$RAW" "$OUT/report.md" <<EOF
-import csv, statistics, sys
+# PG_CONF_EXTRA through the environment: it may hold several lines or quotes.
+PG_CONF_EXTRA=$PG_CONF_EXTRA python3 - "$RAW" "$OUT/report.md" <<EOF
+import csv, os, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 def med(t, ph, k):
     v = [float(r[k]) for r in rows if r["target"] == t and r["phase"] == ph and r[k] not in ("-", "")]
@@ -320,7 +321,7 @@ w("$(date -u +%Y-%m-%dT%H:%MZ), \`bash benches/queued/postgres.sh\` (RUNS=$RUNS 
 w("$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), sidecar (worker_threads = 1) on CPU $SUT_CPU,")
 w("load, app and PostgreSQL on CPU $LOAD_CPU; load average before $LOAD_BEFORE, after $LOAD_AFTER;")
 w("$PG_VERSION on $(df -T "$WORK" | awk 'NR==2 {print $2 " (" $1 ")"}'), pg_test_fsync: $FSYNC fdatasync/s (8 kB).")
-w("Cells: median over runs. delivery_concurrency: ${DELIVERY_CONCURRENCY:-4 (default)}; postgresql.conf additions: ${PG_CONF_EXTRA:-none}.")
+w("Cells: median over runs. delivery_concurrency: ${DELIVERY_CONCURRENCY:-4 (default)}; postgresql.conf additions: " + ("; ".join(os.environ["PG_CONF_EXTRA"].splitlines()) or "none") + ".")
 names = {"max": "max throughput (wrk, closed loop, popup.shown)",
          "fixed": "ack latency at 50% of the same run's max (open loop, popup.shown)",
          "converted": "max throughput, distinct popup.converted (dedup key per event; closed loop)"}
