@@ -1356,12 +1356,12 @@ mod tests {
             assert_eq!(rows.len(), 1);
             assert_eq!(setting(&tx).await, "off", "the lease's own transaction");
             let (id, token): (Uuid, i64) = (rows[0].get(0), rows[0].get(7));
-            let delivered = Some(State::Delivered.as_str());
+            let delivered = State::Delivered.as_str();
             let (next, error): (Option<Millis>, Option<String>) = (None, None);
             let n = tx
                 .execute(
                     &store.sql.settle,
-                    &[&id, &token, &now, &delivered.unwrap(), &next, &error],
+                    &[&id, &token, &now, &delivered, &next, &error],
                 )
                 .await
                 .unwrap();
