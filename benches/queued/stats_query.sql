@@ -24,30 +24,23 @@ INSERT INTO h.events SELECT gen_random_uuid(), 'r' || (i % 2), 'popup.shown',
   1, i, i, NULL, NULL, NULL, i, convert_to(repeat('x', 1024), 'UTF8'), convert_to(repeat('h', 300), 'UTF8')
 FROM generate_series(1, 403000) i;
 VACUUM ANALYZE h.events;
+-- Prepared, as hookgate's statements are: planning is not timed.
+PREPARE old_count AS
+SELECT route, count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'delivered'),
+       count(*) FILTER (WHERE state = 'dead'), min(received_at) FILTER (WHERE state = 'pending')
+FROM h.events GROUP BY route ORDER BY route;
+PREPARE new_count AS
+WITH counts AS (
+    SELECT route, 'pending' AS state, count(*) AS n, min(received_at) AS oldest
+    FROM h.events WHERE state = 'pending' GROUP BY route
+    UNION ALL
+    SELECT route, state, count(*), NULL FROM h.events WHERE state <> 'pending' GROUP BY route, state)
+SELECT route, coalesce(sum(n) FILTER (WHERE state = 'pending'), 0)::bigint,
+       coalesce(sum(n) FILTER (WHERE state = 'delivered'), 0)::bigint,
+       coalesce(sum(n) FILTER (WHERE state = 'dead'), 0)::bigint, min(oldest)
+FROM counts GROUP BY route ORDER BY route;
 \timing on
--- old
-SELECT route, count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'delivered'),
-       count(*) FILTER (WHERE state = 'dead'), min(received_at) FILTER (WHERE state = 'pending')
-FROM h.events GROUP BY route ORDER BY route;
-SELECT route, count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'delivered'),
-       count(*) FILTER (WHERE state = 'dead'), min(received_at) FILTER (WHERE state = 'pending')
-FROM h.events GROUP BY route ORDER BY route;
--- new
-WITH counts AS (
-    SELECT route, 'pending' AS state, count(*) AS n, min(received_at) AS oldest
-    FROM h.events WHERE state = 'pending' GROUP BY route
-    UNION ALL
-    SELECT route, state, count(*), NULL FROM h.events WHERE state <> 'pending' GROUP BY route, state)
-SELECT route, coalesce(sum(n) FILTER (WHERE state = 'pending'), 0)::bigint,
-       coalesce(sum(n) FILTER (WHERE state = 'delivered'), 0)::bigint,
-       coalesce(sum(n) FILTER (WHERE state = 'dead'), 0)::bigint, min(oldest)
-FROM counts GROUP BY route ORDER BY route;
-WITH counts AS (
-    SELECT route, 'pending' AS state, count(*) AS n, min(received_at) AS oldest
-    FROM h.events WHERE state = 'pending' GROUP BY route
-    UNION ALL
-    SELECT route, state, count(*), NULL FROM h.events WHERE state <> 'pending' GROUP BY route, state)
-SELECT route, coalesce(sum(n) FILTER (WHERE state = 'pending'), 0)::bigint,
-       coalesce(sum(n) FILTER (WHERE state = 'delivered'), 0)::bigint,
-       coalesce(sum(n) FILTER (WHERE state = 'dead'), 0)::bigint, min(oldest)
-FROM counts GROUP BY route ORDER BY route;
+EXECUTE old_count;
+EXECUTE old_count;
+EXECUTE new_count;
+EXECUTE new_count;

@@ -482,7 +482,7 @@ async fn gauges(
 /// [`GAUGES_EVERY`], and at least 19 × `took`, so that counting takes at
 /// most a twentieth of the time. The count covers every stored event, the
 /// delivered ones kept for `retention_delivered` included, so it grows
-/// with the store (on PostgreSQL, from the partial indexes: 58 ms at
+/// with the store (on PostgreSQL, from the partial indexes: 46 ms at
 /// 400,000 delivered events; 130–310 ms at 100,000 when it read the
 /// table): every second, it would take a growing share of the database.
 fn gauges_pause(took: Duration) -> Duration {
