@@ -1356,35 +1356,35 @@ mod tests {
             .await
             .unwrap();
         let (now, until, limit) = (NOW + 10, NOW + 100, 1_i64);
-        {
-            // Inside an explicit transaction, to read the setting before COMMIT.
-            let mut c = store.pool.get().await.unwrap();
-            let tx = c.transaction().await.unwrap();
-            let rows = tx
-                .query(&store.sql.lease, &[&"a", &now, &until, &limit])
-                .await
-                .unwrap();
-            assert_eq!(rows.len(), 1);
-            assert_eq!(setting(&tx).await, "off", "the lease's own transaction");
-            let (id, token): (Uuid, i64) = (rows[0].get(0), rows[0].get(7));
-            let delivered = State::Delivered.as_str();
-            let (next, error): (Option<Millis>, Option<String>) = (None, None);
-            let n = tx
-                .execute(
-                    &store.sql.settle,
-                    &[&id, &token, &now, &delivered, &next, &error],
-                )
-                .await
-                .unwrap();
-            assert_eq!(n, 1);
-            tx.rollback().await.unwrap();
-            assert_eq!(setting(&c).await, "on", "after the transaction");
-        }
+        // Each statement inside an explicit transaction (rolled back), to
+        // read the setting before COMMIT.
+        let mut c = store.pool.get().await.unwrap();
+        let tx = c.transaction().await.unwrap();
+        let rows = tx
+            .query(&store.sql.lease, &[&"a", &now, &until, &limit])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(setting(&tx).await, "off", "the lease's own transaction");
+        tx.rollback().await.unwrap();
+        assert_eq!(setting(&c).await, "on", "after the lease's transaction");
+        drop(c);
+
         let leases = store.lease("a", now, until, 10).await.unwrap();
         assert_eq!(leases.len(), 2);
-        let c = store.pool.get().await.unwrap();
+        let mut c = store.pool.get().await.unwrap();
         assert_eq!(setting(&c).await, "on", "after a lease");
+        let tx = c.transaction().await.unwrap();
+        let delivered = State::Delivered.as_str();
+        let (next, error): (Option<Millis>, Option<String>) = (None, None);
+        let (id, token) = (leases[0].id, leases[0].token);
+        let params: [&(dyn ToSql + Sync); 6] = [&id, &token, &now, &delivered, &next, &error];
+        assert_eq!(tx.execute(&store.sql.settle, &params).await.unwrap(), 1);
+        assert_eq!(setting(&tx).await, "off", "the settle's own transaction");
+        tx.rollback().await.unwrap();
+        assert_eq!(setting(&c).await, "on", "after the settle's transaction");
         drop(c);
+
         for lease in &leases {
             let settled = store.settle(lease.id, lease.token, now, Settle::Delivered);
             assert!(settled.await.unwrap());
