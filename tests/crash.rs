@@ -1,7 +1,9 @@
 //! The store proven by `kill -9` mid-load (SPEC, second part, "Queued
-//! delivery"): the real binary takes signed events from several keep-alive
+//! delivery"), on each engine (SQLite: a file in a temp dir; PostgreSQL: a
+//! fresh schema on a throwaway cluster, `hookgate::testing::pg`): the real
+//! binary takes signed events from several keep-alive
 //! connections at once and is killed with SIGKILL while requests are still
-//! in flight. A new process on the same database then delivers every event
+//! in flight. A new process on the same store then delivers every event
 //! that was answered 200 `queued` before the kill (at least once), the
 //! provider's retries of the requests cut off by the kill are each either
 //! stored anew or a duplicate of a stored event, and `hookgate events list`
@@ -17,6 +19,7 @@
     reason = "test helpers outside #[test] fns: a setup failure should panic with its message"
 )]
 
+mod queued_suite;
 mod support;
 
 use std::collections::{HashMap, HashSet};
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use queued_suite::{Engine, TestStore};
 use support::*;
 
 const PATH: &str = "/webhooks/queued";
@@ -50,28 +54,31 @@ fn converted(tag: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// TLS material, the secret and the database, in one temp dir that outlives
-/// every process of the test.
+/// TLS material, the secret and the store, which outlive every process of
+/// the test.
 struct Material {
     tls: TlsFiles,
     secret: PathBuf,
-    db: PathBuf,
+    store: TestStore,
 }
 
 impl Material {
-    fn new() -> Self {
+    fn new(engine: Engine) -> Self {
         let tls = make_tls();
         let secret = tls.dir.path().join("secret");
         std::fs::write(&secret, [SECRET, b"\n"].concat()).unwrap();
-        let db = tls.dir.path().join("events.db");
-        Self { tls, secret, db }
+        Self {
+            tls,
+            secret,
+            store: engine.store(),
+        }
     }
 
     fn trust(&self) -> hookgate::Trust {
         hookgate::Trust::Pem(self.tls.cert_pem.clone().into_bytes())
     }
 
-    /// A config for one queued route on the SQLite store, retried every
+    /// A config for one queued route on the test's store, retried every
     /// 100 ms; `upstream.timeout` 1 s, so a lease lasts 11 s.
     fn config(&self, port: u16, admin: u16, app: &str) -> PathBuf {
         let text = format!(
@@ -81,12 +88,12 @@ impl Material {
              [upstream]\nurl = {app:?}\ntimeout = \"1s\"\n\
              [log]\nformat = \"json\"\n\
              [reload]\ninterval = \"0s\"\n\
-             [store]\nengine = \"sqlite\"\npath = {:?}\ntimeout = \"2s\"\n\
+             {}timeout = \"2s\"\n\
              [[routes]]\nname = \"queued\"\npath = \"{PATH}\"\nupstream_path = \"/hooks/q\"\n\
              secret_files = [{:?}]\ndelivery = \"queued\"\nretry_schedule = [\"100ms\"]\n",
             self.tls.cert.display().to_string(),
             self.tls.key.display().to_string(),
-            self.db.display().to_string(),
+            self.store.toml,
             self.secret.display().to_string(),
         );
         let path = self.tls.dir.path().join(format!("serve-{port}.toml"));
@@ -326,7 +333,20 @@ fn delivered_ids(got: &[Recorded]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_answered_queued_before_kill_9_is_delivered_after_restart() {
-    let m = Material::new();
+    kill_9_mid_load(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_answered_queued_before_kill_9_is_delivered_after_restart_on_postgres() {
+    kill_9_mid_load(Engine::Postgres).await;
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "the test's counts, for whoever reads a run (`--nocapture`)"
+)]
+async fn kill_9_mid_load(engine: Engine) {
+    let m = Material::new(engine);
     let app = Upstream::start().await;
     let mut first = Served::start(&m, &app.url(), "first").await;
 
@@ -478,7 +498,7 @@ async fn every_event_answered_queued_before_kill_9_is_delivered_after_restart() 
         .metric(r#"hookgate_delivery_attempts_total{route="queued",result="delivered"}"#)
         .await;
     eprintln!(
-        "kill -9 after {answered_at_kill} answered (app had {delivered_at_kill} deliveries); \
+        "{engine:?}: kill -9 after {answered_at_kill} answered (app had {delivered_at_kill} deliveries); \
          answered 200 before the kill: {answered_before_kill}; cut off: {}; never sent: {}; \
          503 before the kill: {}; retried after restart: {} ({requeued} queued anew, {duplicates} duplicate); \
          stored in all: {} ({stored_unanswered} stored without a 200 reaching the client); \

@@ -10,9 +10,12 @@
 //! opened answers 503 `store_unavailable` until it can.
 #![allow(
     dead_code,
+    unused_macros,
+    unused_imports,
     clippy::unwrap_used,
     clippy::expect_used,
-    reason = "shared test scenarios and helpers, each crate uses part of them; \
+    reason = "shared test scenarios and helpers, each crate uses part of them \
+              (tests/crash.rs takes only the stores, not `scenarios!`); \
               a failed step should panic the test with its message"
 )]
 
