@@ -181,6 +181,30 @@ end
 EOT
 }
 
+# wrk_result LABEL OUTPUT: reads the RESULT line of a bench_post_lua script
+# from wrk's OUTPUT into WRK_REQUESTS, WRK_DURATION_US, WRK_P50_US and
+# WRK_P99_US. Dies, naming LABEL, when there is no such line, on any answer
+# that is not 2xx/3xx (a 401, a 503 store_unavailable), on any socket error,
+# and when no request completed. Call it as a command, not in $(...): the
+# variables are its result, and its die has to end the script.
+# shellcheck disable=SC2034 # the WRK_* variables are read by the scripts sourcing this
+wrk_result() {
+    local label=$1 out=$2 line status errs
+    local re='requests=([0-9]+) duration_us=([0-9]+) status=([0-9]+) connect=([0-9]+) read=([0-9]+) write=([0-9]+) timeout=([0-9]+) p50_us=([0-9]+) p99_us=([0-9]+)'
+    line=$(grep '^RESULT' <<< "$out") || die "$label: no wrk result: $out"
+    [[ $line =~ $re ]] || die "$label: unreadable wrk result: $line"
+    WRK_REQUESTS=${BASH_REMATCH[1]}
+    WRK_DURATION_US=${BASH_REMATCH[2]}
+    WRK_P50_US=${BASH_REMATCH[8]}
+    WRK_P99_US=${BASH_REMATCH[9]}
+    status=${BASH_REMATCH[3]}
+    errs="${BASH_REMATCH[4]} ${BASH_REMATCH[5]} ${BASH_REMATCH[6]} ${BASH_REMATCH[7]}"
+    [ "$status" = 0 ] || die "$label: $status answers not 2xx/3xx (a 401? a 503 store_unavailable?)"
+    if grep -q 'Non-2xx or 3xx' <<< "$out"; then die "$label: wrk reports non-2xx/3xx answers"; fi
+    [ "$errs" = "0 0 0 0" ] || die "$label: socket errors (connect read write timeout) $errs"
+    [ "$WRK_REQUESTS" -gt 0 ] || die "$label: no request completed"
+}
+
 # upstream_count: the requests the bench upstream (examples/bench_upstream)
 # on $UP_PORT has received.
 upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }

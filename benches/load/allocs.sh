@@ -59,7 +59,7 @@ wait_http "http://127.0.0.1:$UP_PORT/count"
 # $1 name, $2 seconds of load (0: none). Prints the allocation calls and
 # the requests the upstream received during the run.
 traced() {
-    local name=$1 seconds=$2 up0 up1 pid out line
+    local name=$1 seconds=$2 up0 up1 pid out
     up0=$(upstream_count)
     taskset -c "$SUT_CPU" heaptrack -o "$WORK/$name" "$HG_BIN" serve -c "$WORK/hookgate.toml" \
         > "$WORK/$name.log" 2>&1 &
@@ -68,9 +68,7 @@ traced() {
     if [ "$seconds" != 0 ]; then
         out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${seconds}s" -s "$WORK/post.lua" \
             "https://127.0.0.1:$HG_PORT/webhooks/coolpopup")
-        line=$(grep '^RESULT' <<< "$out") || die "no wrk result: $out"
-        grep -q ' status=0 connect=0 read=0 write=0 timeout=0' <<< "$line" \
-            || die "non-2xx answers or socket errors: $line"
+        wrk_result "$name" "$out"
     fi
     sleep 0.3
     up1=$(upstream_count)

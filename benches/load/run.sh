@@ -225,16 +225,8 @@ run_max() {
     out=$(timeout $((d + 30)) nice -n "$NICE" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${d}s" -s "$WORK/post.lua" "$url")
     t1=$(cpu_ticks $pids); s1=$(cpu_busy "$SUT_CPU"); l1=$(cpu_busy "$LOAD_CPU")
     echo "$out" > "$OUT/wrk-$t-$run.txt"
-    local line requests dur_us status errs
-    line=$(grep '^RESULT' <<< "$out") || die "$t: no wrk result: $out"
-    requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<< "$line")
-    dur_us=$(sed -E 's/.*duration_us=([0-9]+).*/\1/' <<< "$line")
-    status=$(sed -E 's/.*status=([0-9]+).*/\1/' <<< "$line")
-    errs=$(sed -E 's/.*connect=([0-9]+) read=([0-9]+) write=([0-9]+) timeout=([0-9]+).*/\1 \2 \3 \4/' <<< "$line")
-    [ "$status" = 0 ] || die "$t run $run: $status non-2xx/3xx responses"
-    if grep -q 'Non-2xx or 3xx' <<< "$out"; then die "$t run $run: wrk reports non-2xx/3xx responses"; fi
-    [ "$errs" = "0 0 0 0" ] || die "$t run $run: socket errors (connect read write timeout) $errs"
-    [ "$requests" -gt 0 ] || die "$t run $run: no request completed"
+    wrk_result "$t run $run" "$out"
+    local requests=$WRK_REQUESTS dur_us=$WRK_DURATION_US
     verify_run "$t" "$requests" "$up_before" "$WORK/outcomes.before"
     [ "$run" != warm ] || return 0
     local sut_busy load_busy

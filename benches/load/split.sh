@@ -102,7 +102,7 @@ RAW=$OUT/raw.tsv
 printf 'run\ttarget\trequests\tseconds\tticks\thz\tsys_ticks\n' > "$RAW"
 # $1 run ("warm" is not recorded), then one TARGETS entry.
 measure() {
-    local run=$1 name pids url body fwd outcome up0 up1 hg0 hg1 u0 s0 u1 s1 out line requests errors
+    local run=$1 name pids url body fwd outcome up0 up1 hg0 hg1 u0 s0 u1 s1 out requests
     IFS='|' read -r name pids url body fwd outcome <<< "$2"
     up0=$(upstream_count); [ -z "$outcome" ] || hg0=$(hg_count "$outcome")
     # shellcheck disable=SC2086
@@ -111,12 +111,8 @@ measure() {
         wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$WORK/$body.lua" "$url")
     # shellcheck disable=SC2086
     read -r u1 s1 <<< "$(cpu_ticks_split $pids)"
-    line=$(grep '^RESULT' <<< "$out") || die "$name: no wrk result: $out"
-    requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<< "$line")
-    errors=$(sed -E 's/.* status=([0-9]+) connect=([0-9]+) read=([0-9]+) write=([0-9]+) timeout=([0-9]+).*/\1 + \2 + \3 + \4 + \5/' <<< "$line")
-    errors=$((errors))
-    [ "$errors" = 0 ] || die "$name run $run: $errors non-2xx answers or socket errors"
-    [ "$requests" -gt 0 ] || die "$name run $run: no request completed"
+    wrk_result "$name run $run" "$out"
+    requests=$WRK_REQUESTS
     sleep 0.3 # requests cut off at the end of the run settle
     up1=$(upstream_count)
     if [ "$fwd" = yes ]; then

@@ -216,16 +216,10 @@ run_one() {
             out=$(timeout $((DURATION + 30)) nice -n "$NICE" taskset -c "$LOAD_CPU" \
                 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "https://127.0.0.1:$PUB$URL_PATH")
             echo "$out" > "$OUT/wrk-$t-$run.txt"
-            local line; line=$(grep '^RESULT' <<< "$out") || die "$t: no wrk result: $out"
-            requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<< "$line")
-            dur_us=$(sed -E 's/.*duration_us=([0-9]+).*/\1/' <<< "$line")
-            local status errs
-            status=$(sed -E 's/.*status=([0-9]+).*/\1/' <<< "$line")
-            errs=$(sed -E 's/.*connect=([0-9]+) read=([0-9]+) write=([0-9]+) timeout=([0-9]+).*/\1 \2 \3 \4/' <<< "$line")
-            p50=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<< "$line" | awk '{print $1 / 1000}')
-            p99=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<< "$line" | awk '{print $1 / 1000}')
-            [ "$status" = 0 ] || die "$t run $run: $status non-2xx/3xx responses (503 store_unavailable?)"
-            [ "$errs" = "0 0 0 0" ] || die "$t run $run: socket errors (connect read write timeout) $errs"
+            wrk_result "$t run $run" "$out"
+            requests=$WRK_REQUESTS; dur_us=$WRK_DURATION_US
+            p50=$(awk -v us="$WRK_P50_US" 'BEGIN {print us / 1000}')
+            p99=$(awk -v us="$WRK_P99_US" 'BEGIN {print us / 1000}')
             ;;
         fixed | converted)
             local event=popup.shown warm=1

@@ -156,7 +156,7 @@ printf 'target\trun\trequests\tseconds\trps\tp50_ms\tp99_ms\tcpu_us_per_req\tbat
 
 # $1 target, $2 run ("warm" is not recorded)
 run_one() {
-    local t=$1 run=$2 url before after out line app0 t0 t1
+    local t=$1 run=$2 url before after out app0 t0 t1
     url="https://127.0.0.1:${PORT[$t]}/webhooks/coolpopup"
     before=$WORK/m-before; after=$WORK/m-after
     [ "$t" = direct ] || start "$t"
@@ -168,17 +168,8 @@ run_one() {
     t1=$(cpu_ticks "${PID[$t]}")
     local app1; app1=$(upstream_count)
     echo "$out" > "$OUT/wrk-$t-$run.txt"
-    line=$(grep '^RESULT' <<< "$out") || die "$t: no wrk result: $out"
-    local requests dur_us status errs p50 p99
-    requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<< "$line")
-    dur_us=$(sed -E 's/.*duration_us=([0-9]+).*/\1/' <<< "$line")
-    status=$(sed -E 's/.*status=([0-9]+).*/\1/' <<< "$line")
-    errs=$(sed -E 's/.*connect=([0-9]+) read=([0-9]+) write=([0-9]+) timeout=([0-9]+).*/\1 \2 \3 \4/' <<< "$line")
-    p50=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<< "$line")
-    p99=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<< "$line")
-    [ "$status" = 0 ] || die "$t run $run: $status non-2xx/3xx responses (503 store_unavailable?)"
-    [ "$errs" = "0 0 0 0" ] || die "$t run $run: socket errors (connect read write timeout) $errs"
-    [ "$requests" -gt 0 ] || die "$t run $run: no request completed"
+    wrk_result "$t run $run" "$out"
+    local requests=$WRK_REQUESTS dur_us=$WRK_DURATION_US p50=$WRK_P50_US p99=$WRK_P99_US
     # Up to CONNS requests are cut off when wrk stops: answered, never read.
     sleep 0.5
     metrics "$t" > "$after"
