@@ -12,8 +12,8 @@
 #   - a throwaway PostgreSQL cluster started by this script (initdb in a
 #     temporary directory, as the `postgres` user when root, as
 #     src/testing/pg.rs does; fsync and synchronous_commit on, the
-#     defaults), pinned to CPU $LOAD_CPU too, so the sidecar's core is
-#     its own; each queued start gets a fresh schema;
+#     defaults), pinned to CPU $LOAD_CPU too (PG_CPU), so the sidecar's
+#     core is its own; each queued start gets a fresh schema;
 #   - targets: direct, sqlite (queued, app up), postgres (queued, app up),
 #     pg-ingest (queued, app hung: almost nothing but ingest);
 #   - phase "fixed": the ack latency at 50% of the target's max from the
@@ -42,6 +42,9 @@ DURATION=${DURATION:-8}
 CONNS=${CONNS:-64}
 SUT_CPU=${SUT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+# The database's CPU: the load's by default, so the sidecar's core is its
+# own; PG_CPU=$SUT_CPU shows what sharing the load's core costs the tail.
+PG_CPU=${PG_CPU:-$LOAD_CPU}
 PHASES=${PHASES:-max fixed converted}
 # After each "max" of a queued target with the app up: delivery on its own
 # (the backlog the run left, no load) for DRAIN seconds.
@@ -93,7 +96,7 @@ bench_cleanup_on_exit
 
 read -r UP_PORT HUNG_PORT PG_PORT PUB ADM < <(free_ports 5)
 
-# --- the database (CPU $LOAD_CPU) --------------------------------------------
+# --- the database (CPU $PG_CPU) ---------------------------------------------
 mkdir -p "$WORK/pg" "$WORK/pgsock"
 [ "$(id -u)" != 0 ] || chown postgres:postgres "$WORK/pg" "$WORK/pgsock"
 as_pg "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth-local=trust --auth-host=trust \
@@ -109,7 +112,7 @@ fsync = on
 synchronous_commit = on
 $PG_CONF_EXTRA
 EOF
-nice -n "$NICE" taskset -c "$LOAD_CPU" "${PG_AS[@]}" \
+nice -n "$NICE" taskset -c "$PG_CPU" "${PG_AS[@]}" \
     "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pgsock/server.log" -w -t 60 start >/dev/null \
     || die "postgres did not start: $(tail -5 "$WORK/pgsock/server.log" 2>/dev/null)"
 PG_VERSION=$("$PG_BIN/postgres" --version)
@@ -313,7 +316,7 @@ w("## Queued ingest: PostgreSQL vs SQLite vs direct")
 w("")
 w("$(date -u +%Y-%m-%dT%H:%MZ), \`bash benches/queued/postgres.sh\` (RUNS=$RUNS DURATION=$DURATION CONNS=$CONNS),")
 w("$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), sidecar (worker_threads = 1) on CPU $SUT_CPU,")
-w("load, app and PostgreSQL on CPU $LOAD_CPU; load average before $LOAD_BEFORE, after $LOAD_AFTER;")
+w("load and app on CPU $LOAD_CPU, PostgreSQL on CPU $PG_CPU; load average before $LOAD_BEFORE, after $LOAD_AFTER;")
 w("$PG_VERSION on $(df -T "$WORK" | awk 'NR==2 {print $2 " (" $1 ")"}'), pg_test_fsync: $FSYNC fdatasync/s (8 kB).")
 w("Cells: median over runs. delivery_concurrency: ${DELIVERY_CONCURRENCY:-4 (default)}; postgresql.conf additions: " + ("; ".join(os.environ["PG_CONF_EXTRA"].splitlines()) or "none") + ".")
 names = {"max": "max throughput (wrk, closed loop, popup.shown)",
