@@ -13,10 +13,11 @@
 //!   another replica, to that replica's app.
 //! - `kill -9` of a replica (the real binary) while its app hangs: another
 //!   replica delivers the events it held, once their lease has run out.
-//! - The database restarted (`pg_ctl stop -m fast`, then start) under load:
-//!   every request answers 200 `queued` or 503 `store_unavailable` in
-//!   bounded time, every id answered 200 is delivered, and
-//!   `hookgate_store_up` goes 0 and back to 1.
+//! - The database restarted (`pg_ctl stop -m fast`, then start), and
+//!   crashed (`-m immediate`: recovery from the WAL), under load: every
+//!   request answers 200 `queued` or 503 `store_unavailable` in bounded
+//!   time, every id answered 200 is delivered, and `hookgate_store_up`
+//!   goes 0 and back to 1.
 
 mod queued_suite;
 mod support;
@@ -580,6 +581,33 @@ enum Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_load_answers_queued_or_503_and_delivers_every_queued_event() {
+    down_under_load(Down::Restart).await;
+}
+
+/// The database crashes (`pg_ctl stop -m immediate`) instead: what it had
+/// not flushed to its WAL is gone after the recovery, so this fails if a
+/// 200 `queued` were ever answered before the commit was on disk (a
+/// session with `synchronous_commit` off, say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashed_under_load_answers_queued_or_503_and_delivers_every_queued_event() {
+    down_under_load(Down::Crash).await;
+}
+
+/// How the database goes down in [`down_under_load`].
+#[derive(Debug, Clone, Copy)]
+enum Down {
+    /// `pg_ctl stop -m fast`: a restart or a failover.
+    Restart,
+    /// `pg_ctl stop -m immediate`: a crash; the start recovers from the WAL.
+    Crash,
+}
+
+#[expect(
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    reason = "the test's body: a failed step panics it; its counts are for whoever reads a run (`--nocapture`)"
+)]
+async fn down_under_load(how: Down) {
     const SENDERS: usize = 4;
     let store: TestStore = queued_suite::private_postgres_store();
     let cluster = store.cluster.clone().unwrap();
@@ -653,10 +681,13 @@ async fn postgres_restarted_under_load_answers_queued_or_503_and_delivers_every_
     // takes events again, plus a second.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.stop())
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || match how {
+        Down::Restart => c.stop(),
+        Down::Crash => c.crash(),
+    })
+    .await
+    .unwrap()
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.start())
@@ -763,7 +794,7 @@ async fn postgres_restarted_under_load_answers_queued_or_503_and_delivers_every_
             .collect::<HashSet<_>>()
             .len();
     eprintln!(
-        "restart under load: {} requests ({} queued, {} answered 503), slowest {slowest:?}; \
+        "{how:?} under load: {} requests ({} queued, {} answered 503), slowest {slowest:?}; \
          storing again {back_after:?} after the start; hookgate_store_up {up:?}; \
          the 503s sent again: {requeued} queued, {duplicates} duplicate; \
          {} deliveries for {} ids ({repeated} repeated)",

@@ -8,8 +8,8 @@
 //!   started on first use; tests take a fresh database
 //!   ([`Cluster::create_database`]) or a fresh schema ([`unique_name`]) so
 //!   they run in parallel.
-//! - [`Cluster::new`]: a private cluster, for tests that stop it
-//!   ([`Cluster::stop`], [`Cluster::start`]) or freeze it
+//! - [`Cluster::new`]: a private cluster, for tests that stop or crash it
+//!   ([`Cluster::stop`], [`Cluster::crash`], [`Cluster::start`]) or freeze it
 //!   ([`Cluster::freeze`], [`Cluster::thaw`]); dropped, it is stopped and
 //!   removed.
 //! - Every cluster has a watchdog: a `sh` in its own process group that
@@ -331,6 +331,20 @@ impl Cluster {
             .arg(&self.data)
             .args(["-m", "fast", "-w", "-t", "60", "stop"]);
         run(&mut pg_ctl, "pg_ctl stop")?;
+        Ok(())
+    }
+
+    /// Crashes the cluster (`-m immediate`: the server and its sessions
+    /// quit at once, no shutdown checkpoint, as after a power cut or a
+    /// `kill -9` of the server); the next [`Cluster::start`] recovers from
+    /// the WAL, so only what was flushed to it survives.
+    pub fn crash(&self) -> Result<(), HarnessError> {
+        let mut pg_ctl = self.command("pg_ctl");
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "-t", "60", "stop"]);
+        run(&mut pg_ctl, "pg_ctl stop -m immediate")?;
         Ok(())
     }
 
