@@ -325,13 +325,7 @@ impl Cluster {
     /// Stops the cluster (`-m fast`: sessions are ended, as in a database
     /// restart or failover).
     pub fn stop(&self) -> Result<(), HarnessError> {
-        let mut pg_ctl = self.command("pg_ctl");
-        pg_ctl
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
-        run(&mut pg_ctl, "pg_ctl stop")?;
-        Ok(())
+        self.stop_mode("fast")
     }
 
     /// Crashes the cluster (`-m immediate`: the server and its sessions
@@ -339,13 +333,17 @@ impl Cluster {
     /// `kill -9` of the server); the next [`Cluster::start`] recovers from
     /// the WAL, so only what was flushed to it survives.
     pub fn crash(&self) -> Result<(), HarnessError> {
+        self.stop_mode("immediate")
+    }
+
+    /// `pg_ctl stop -m MODE`, waiting (bounded 60 s) until it is down.
+    fn stop_mode(&self, mode: &str) -> Result<(), HarnessError> {
         let mut pg_ctl = self.command("pg_ctl");
         pg_ctl
             .arg("-D")
             .arg(&self.data)
-            .args(["-m", "immediate", "-w", "-t", "60", "stop"]);
-        run(&mut pg_ctl, "pg_ctl stop -m immediate")?;
-        Ok(())
+            .args(["-m", mode, "-w", "-t", "60", "stop"]);
+        run(&mut pg_ctl, &format!("pg_ctl stop -m {mode}")).map(drop)
     }
 
     /// Freezes the server and its sessions (SIGSTOP): connections stay
