@@ -1,13 +1,13 @@
 //! The store proven by `kill -9` mid-load (SPEC, second part, "Queued
 //! delivery"), on each engine (SQLite: a file in a temp dir; PostgreSQL: a
 //! fresh schema on a throwaway cluster, `hookgate::testing::pg`): the real
-//! binary takes signed events from several keep-alive
-//! connections at once and is killed with SIGKILL while requests are still
-//! in flight. A new process on the same store then delivers every event
-//! that was answered 200 `queued` before the kill (at least once), the
-//! provider's retries of the requests cut off by the kill are each either
-//! stored anew or a duplicate of a stored event, and `hookgate events list`
-//! ends with every answered id delivered.
+//! binary takes signed events from several keep-alive connections at once
+//! and is killed with SIGKILL while requests are still in flight. A new
+//! process on the same store then delivers every event that was answered
+//! 200 `queued` before the kill (at least once), the provider's retries of
+//! the requests cut off by the kill are each either stored anew or a
+//! duplicate of a stored event, and `hookgate events list` ends with every
+//! answered id delivered.
 //!
 //! Everything waits on a signal (the /readyz answer, the recording app's
 //! arrivals, the CLI's listing), each bounded; nothing sleeps a fixed time
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use queued_suite::{Engine, TestStore};
+use queued_suite::{Engine, TestStore, converted};
 use support::*;
 
 const PATH: &str = "/webhooks/queued";
@@ -45,14 +45,6 @@ const PER_TASK: usize = 50;
 const KILL_AFTER: usize = 100;
 /// No single request may take longer than this (store.timeout is 2 s).
 const REQUEST_LIMIT: Duration = Duration::from_secs(10);
-
-/// A distinct `popup.converted` (dedup applies; a distinct campaign keeps
-/// two events apart), stamped with the test's start.
-fn converted(tag: &str) -> Vec<u8> {
-    String::from_utf8_lossy(&body_of("popup.converted"))
-        .replace("camp_abc123", &format!("camp_{tag}"))
-        .into_bytes()
-}
 
 /// TLS material, the secret and the store, which outlive every process of
 /// the test.
