@@ -10,12 +10,9 @@
 //! opened answers 503 `store_unavailable` until it can.
 #![allow(
     dead_code,
-    unused_macros,
-    unused_imports,
     clippy::unwrap_used,
     clippy::expect_used,
-    reason = "shared test scenarios and helpers, each crate uses part of them \
-              (tests/crash.rs takes only the stores, not `scenarios!`); \
+    reason = "shared test scenarios and helpers, each crate uses part of them; \
               a failed step should panic the test with its message"
 )]
 
@@ -231,6 +228,10 @@ pub async fn wait_metric(
 }
 
 /// Declares the scenarios as `#[tokio::test]`s on `$engine`.
+#[allow(
+    unused_macros,
+    reason = "tests/crash.rs takes the stores from this module, not the scenarios"
+)]
 macro_rules! scenarios {
     ($engine:expr) => {
         #[tokio::test]
@@ -254,6 +255,10 @@ macro_rules! scenarios {
         }
     };
 }
+#[allow(
+    unused_imports,
+    reason = "tests/crash.rs takes the stores from this module, not the scenarios"
+)]
 pub(crate) use scenarios;
 
 pub async fn stored_then_delivered_with_its_id(engine: Engine) {
