@@ -478,11 +478,12 @@ async fn gauges(
 
 /// The pause after a refresh of the gauges that took `took`, of which
 /// `counting` for the count: the rest of [`GAUGES_EVERY`], and at least
-/// 19 × `counting`, so that counting takes at most a twentieth of the time. The count covers every stored event, the
-/// delivered ones kept for `retention_delivered` included, so it grows
-/// with the store (on PostgreSQL, from the partial indexes: 46 ms at
-/// 400,000 delivered events; 130–310 ms at 100,000 when it read the
-/// table): every second, it would take a growing share of the database.
+/// 19 × `counting`, so that counting takes at most a twentieth of the
+/// time. The count covers every stored event, the delivered ones kept for
+/// `retention_delivered` included, so it grows with the store (on
+/// PostgreSQL, from the partial indexes: 46 ms at 400,000 delivered
+/// events; 130–310 ms at 100,000 when it read the table): every second, it
+/// would take a growing share of the database.
 fn gauges_pause(took: Duration, counting: Duration) -> Duration {
     GAUGES_EVERY.saturating_sub(took).max(counting * 19)
 }
