@@ -10,6 +10,7 @@
 //! never an `Envelope`. [`upstream::Upstream::send`] takes only an
 //! `UpstreamRequest`, which has no public constructor.
 
+pub mod h1;
 pub mod headers;
 pub mod upstream;
 
@@ -18,10 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::Uri;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Uri, Version};
-use http_body_util::Full;
 
 use crate::load::Route;
 use crate::verify::{EventInfo, Shadowed, Verified};
@@ -311,30 +311,43 @@ fn normalize(
 }
 
 /// A request for the app, made only from an [`Envelope`] or a [`Shadowed`]
-/// request.
-pub(crate) struct UpstreamRequest(Request<Full<Bytes>>);
+/// request: always a `POST` with the normalized headers and the exact body.
+pub(crate) struct UpstreamRequest {
+    /// Origin form: the upstream path and the query.
+    target: Uri,
+    /// Normalized (`Host` and `Content-Length` set, hop-by-hop removed).
+    headers: HeaderMap,
+    /// The exact bytes the provider sent.
+    body: Bytes,
+}
 
 impl fmt::Debug for UpstreamRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamRequest")
-            .field("uri", self.0.uri())
+            .field("uri", &self.target)
             .finish_non_exhaustive()
     }
 }
 
 impl UpstreamRequest {
     fn post(target: Uri, headers: HeaderMap, body: Bytes) -> Self {
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = target;
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = headers;
-        Self(req)
+        Self {
+            target,
+            headers,
+            body,
+        }
     }
 
-    /// The request to send. There is no way back: an `UpstreamRequest`
-    /// cannot be made from a plain `Request`.
-    pub(crate) fn into_inner(self) -> Request<Full<Bytes>> {
-        self.0
+    /// As an `http::Request` (for the test harness: what the app would
+    /// receive). There is no way back: an `UpstreamRequest` cannot be made
+    /// from a plain `Request`.
+    #[cfg(feature = "testing")]
+    pub(crate) fn into_inner(self) -> http::Request<http_body_util::Full<Bytes>> {
+        let mut req = http::Request::new(http_body_util::Full::new(self.body));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = self.target;
+        *req.version_mut() = http::Version::HTTP_11;
+        *req.headers_mut() = self.headers;
+        req
     }
 }

@@ -5,40 +5,48 @@
 //! complete answer within `upstream.timeout` → 504 `upstream_timeout`), and
 //! the queued-delivery worker to a retry or a dead letter.
 //!
-//! The pool is a stack of idle `hyper::client::conn::http1` connections to
-//! the one upstream: the most recently used is reused first, one that was
-//! idle for `upstream.pool_idle_timeout` is closed (by a task that looks
-//! every half of it), one the app closed is dropped when met, and a request
-//! that a reused connection could not take (the app closed it between two
+//! The pool is a stack of idle keep-alive connections to the one upstream:
+//! the most recently used is reused first, one that was idle for
+//! `upstream.pool_idle_timeout` is closed (by a task that looks every half
+//! of it), one the app closed is dropped when met, and a request that a
+//! reused connection could not take (the app closed it between two
 //! requests) is sent again on a fresh one.
-//! It replaced hyper-util's general-purpose pooled client, which pays per
-//! request for a pool-key lookup, a URI rewrite and a spawned task that
-//! hands the connection back (`benches/RESULTS.md`).
+//!
+//! An exchange runs in the task of the request it carries: the request's
+//! head and body go out in one vectored write, the answer is read and
+//! framed by [`h1`](super::h1) on the same task, so an exchange costs no
+//! hand-over between tasks. It replaced hyper's `client::conn::http1`
+//! (a task per connection, a channel and a oneshot per request), which
+//! had replaced hyper-util's general-purpose pooled client
+//! (`benches/RESULTS.md`).
 
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::FutureExt;
+use bytes::{Bytes, BytesMut};
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Response, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::{HeaderValue, Response, Uri, Version};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::h1;
 use crate::config::ValidConfig;
 use crate::forward::UpstreamRequest;
 
 /// At most this many idle connections are kept.
 const MAX_IDLE: usize = 512;
 
-type Sender = SendRequest<Full<Bytes>>;
+/// A connection to the app and its read buffer (empty between exchanges).
+struct Conn {
+    tcp: TcpStream,
+    buf: BytesMut,
+}
 
 /// An idle keep-alive connection and since when it has been idle.
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -101,9 +109,9 @@ pub enum TransportError {
     /// The TCP connection did not complete within `upstream.connect_timeout`.
     #[error("connecting to the app took longer than {0:?}")]
     ConnectTimeout(Duration),
-    /// HTTP/1.1 failed: handshake, sending, or reading the answer's head or body.
+    /// HTTP/1.1 failed: sending, or reading the answer's head or body.
     #[error("HTTP exchange with the app failed: {0}")]
-    Http(#[source] hyper::Error),
+    Http(#[source] h1::Error),
     /// The answer's body was larger than `upstream.max_response_bytes`.
     #[error("the app's answer is larger than {0} bytes")]
     TooLarge(usize),
@@ -196,64 +204,65 @@ impl Upstream {
         limit: Duration,
     ) -> Result<Response<Bytes>, TransportError> {
         let exchange = async {
-            let mut req = req.into_inner();
-            let (response, sender) = loop {
-                let (mut sender, reused) = match self.checkout().await {
-                    Some(sender) => (sender, true),
+            let mut head = Vec::with_capacity(256 + 64 * req.headers.len());
+            h1::encode_head(&mut head, &req.target, &req.headers);
+            let mut conn = loop {
+                let (mut conn, reused) = match self.checkout() {
+                    Some(conn) => (conn, true),
                     None => (self.connect().await?, false),
                 };
-                match sender.try_send_request(req).await {
-                    Ok(response) => break (response, sender),
-                    Err(mut e) => match e.take_message() {
-                        // Not sent: the app closed this idle connection. Try the next.
-                        Some(unsent) if reused => req = unsent,
-                        _ => return Err(TransportError::Http(e.into_error())),
-                    },
+                match write_all(&mut conn.tcp, &head, &req.body).await {
+                    Ok(()) => break conn,
+                    // The app closed this idle connection: it cannot have
+                    // read a whole request from it. Try the next.
+                    Err(_) if reused => {}
+                    Err(e) => return Err(TransportError::Http(h1::Error::Io(e))),
                 }
             };
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.max_response_bytes)
-                .collect()
+            let answer = h1::read_answer(&mut conn.tcp, &mut conn.buf, self.max_response_bytes)
                 .await
-                .map_err(|e| match e.downcast::<hyper::Error>() {
-                    Ok(e) => TransportError::Http(*e),
-                    Err(_) => TransportError::TooLarge(self.max_response_bytes),
-                })?
-                .to_bytes();
-            self.checkin(sender);
-            Ok(Response::from_parts(parts, body))
+                .map_err(|e| match e {
+                    h1::Error::TooLarge => TransportError::TooLarge(self.max_response_bytes),
+                    e => TransportError::Http(e),
+                })?;
+            if answer.keep_alive {
+                self.checkin(conn);
+            }
+            let mut response = Response::new(answer.body);
+            *response.status_mut() = answer.status;
+            *response.version_mut() = Version::HTTP_11;
+            *response.headers_mut() = answer.headers;
+            Ok(response)
         };
         tokio::time::timeout(limit, exchange)
             .await
             .unwrap_or(Err(TransportError::Timeout(limit)))
     }
 
-    /// The most recently used idle connection that is still open, fresh
-    /// enough, and ready for a request.
-    async fn checkout(&self) -> Option<Sender> {
+    /// The most recently used idle connection that is still open and fresh
+    /// enough.
+    fn checkout(&self) -> Option<Conn> {
         loop {
-            let Idle { mut sender, since } = lock(&self.idle).pop()?;
-            if sender.is_closed() || since.elapsed() >= self.pool_idle_timeout {
+            let Idle { conn, since } = lock(&self.idle).pop()?;
+            if since.elapsed() >= self.pool_idle_timeout {
                 continue; // dropped: the connection closes
             }
-            // Ready at once unless its connection task has not yet seen the
-            // end of the last answer.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+            // Nothing may arrive on an idle connection: end of stream (the
+            // app closed it) or stray bytes mean it cannot be used.
+            match conn.tcp.try_read(&mut [0; 1]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
+                _ => continue,
             }
         }
     }
 
-    /// Back into the pool after a complete answer (unless the connection is
-    /// closing, e.g. after `Connection: close`).
-    fn checkin(&self, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Back into the pool after a complete answer that leaves the
+    /// connection open.
+    fn checkin(&self, conn: Conn) {
         let mut idle = lock(&self.idle);
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -286,25 +295,35 @@ impl Upstream {
     }
 
     /// A new connection, within `upstream.connect_timeout`.
-    async fn connect(&self) -> Result<Sender, TransportError> {
+    async fn connect(&self) -> Result<Conn, TransportError> {
         self.start_reaper();
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
             .await
             .map_err(|_| TransportError::ConnectTimeout(self.connect_timeout))?
             .map_err(TransportError::Connect)?;
         let _ = tcp.set_nodelay(true);
-        let (sender, connection) = http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(TransportError::Http)?;
-        // `map` rather than an async block, which would hold the connection
-        // future twice (see `net::server::accept_loop`).
-        tokio::spawn(connection.map(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        }));
-        Ok(sender)
+        Ok(Conn {
+            tcp,
+            buf: BytesMut::new(),
+        })
     }
+}
+
+/// Writes the head and the body, in one system call when the socket takes
+/// them at once.
+async fn write_all(tcp: &mut TcpStream, mut head: &[u8], mut body: &[u8]) -> std::io::Result<()> {
+    while !head.is_empty() || !body.is_empty() {
+        let n = tcp
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        body = &body[n - from_head..];
+    }
+    Ok(())
 }
 
 /// The idle stack; a panic while it was held leaves nothing half-done in it.
