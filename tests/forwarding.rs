@@ -360,13 +360,14 @@ enum Seen {
 }
 
 /// An HTTP/1.1 app written on raw TCP, so the test controls when a
-/// connection ends: it answers `200 ok` to each request (no `Connection`
-/// header) and, with `close_after_answer`, ends the connection right after
-/// the first answer; otherwise it serves the next request on it.
+/// connection ends and what the answer's bytes are: it answers `answer` to
+/// each request and, with `close_after_answer`, ends the connection right
+/// after the first answer; otherwise it serves the next request on it.
 // (clippy's allow-unwrap-in-tests does not reach into this async helper.)
 #[allow(clippy::unwrap_used)]
 async fn raw_upstream(
     close_after_answer: bool,
+    answer: &'static [u8],
 ) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -405,9 +406,7 @@ async fn raw_upstream(
                     }
                     buf.drain(..body_start + length);
                     tx.send(Seen::Request(n)).unwrap();
-                    tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .unwrap();
+                    tcp.write_all(answer).await.unwrap();
                     if close_after_answer {
                         return; // no `Connection: close`: the connection just ends
                     }
@@ -418,6 +417,74 @@ async fn raw_upstream(
     (url, seen)
 }
 
+/// `200 ok` with a length and nothing about the connection.
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+/// hookgate reads the app's answer however HTTP/1.1 frames it, over a real
+/// socket: chunked (with an extension and a trailer) after an interim
+/// `100 Continue`, and delimited by the connection's end (HTTP/1.0, no
+/// length). Status, `Content-Type`, `Retry-After` and the body reach the
+/// provider; a connection whose answer ran to its end is not reused, and
+/// a chunked one is.
+#[tokio::test]
+async fn answers_framed_every_http1_way_reach_the_provider() {
+    let (url, mut seen) = raw_upstream(
+        false,
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\nRetry-After: 9\r\nX-Internal: no\r\n\r\n7;ext=1\r\n{\"busy\"\r\n5\r\n:true\r\n1\r\n}\r\n0\r\nX-Trailer: t\r\n\r\n",
+    )
+    .await;
+    let sidecar = Sidecar::start(Options::new(url)).await;
+    for _ in 0..2 {
+        let reply = sidecar
+            .post("/webhooks/coolpopup", &body_of("popup.shown"))
+            .await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(&reply.body[..], b"{\"busy\":true}");
+        assert_eq!(reply.headers["retry-after"], "9");
+        assert_eq!(reply.headers["content-type"], "application/json");
+        assert!(reply.headers.get("x-internal").is_none());
+        assert_eq!(seen.recv().await, Some(Seen::Request(1)), "chunked: reused");
+    }
+
+    let (url, mut seen) = raw_upstream(true, b"HTTP/1.0 200 OK\r\n\r\n{\"ok\":1}").await;
+    let sidecar = Sidecar::start(Options::new(url)).await;
+    for n in 1..=2 {
+        let reply = sidecar
+            .post("/webhooks/coolpopup", &body_of("popup.shown"))
+            .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert_eq!(&reply.body[..], b"{\"ok\":1}");
+        assert_eq!(
+            seen.recv().await,
+            Some(Seen::Request(n)),
+            "to the end: not reused"
+        );
+    }
+}
+
+/// An answer that is not HTTP/1.1 hookgate can read is the app failing:
+/// 502 `upstream_unavailable`, and the connection is not reused.
+#[tokio::test]
+async fn unreadable_answer_is_502() {
+    let (url, mut seen) = raw_upstream(
+        false,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok!",
+    )
+    .await;
+    let sidecar = Sidecar::start(Options::new(url)).await;
+    for n in 1..=2 {
+        let reply = sidecar
+            .post("/webhooks/coolpopup", &body_of("popup.shown"))
+            .await;
+        reply.expect_error(502, "upstream_unavailable");
+        let mut next = seen.recv().await;
+        if next == Some(Seen::Closed(n - 1)) {
+            next = seen.recv().await; // hookgate dropped the connection before
+        }
+        assert_eq!(next, Some(Seen::Request(n)), "a new connection each time");
+    }
+}
+
 /// hookgate keeps upstream connections alive between requests. An app that
 /// closes each connection right after answering (without saying
 /// `Connection: close`) must not cost any request: a pooled connection the
@@ -426,7 +493,7 @@ async fn raw_upstream(
 /// Every request is answered 200 and reaches the app exactly once.
 #[tokio::test]
 async fn upstream_closing_kept_alive_connections_loses_no_request() {
-    let (url, mut seen) = raw_upstream(true).await;
+    let (url, mut seen) = raw_upstream(true, OK).await;
     let sidecar = Sidecar::start(Options::new(url)).await;
     for i in 0..20 {
         let reply = sidecar
@@ -450,7 +517,7 @@ async fn upstream_closing_kept_alive_connections_loses_no_request() {
 /// opens a new one.
 #[tokio::test]
 async fn idle_upstream_connections_are_reused_then_closed_after_pool_idle_timeout() {
-    let (url, mut seen) = raw_upstream(false).await;
+    let (url, mut seen) = raw_upstream(false, OK).await;
     let mut opts = Options::new(url);
     opts.upstream_extra = "pool_idle_timeout = \"300ms\"\n".to_owned();
     let sidecar = Sidecar::start(opts).await;
