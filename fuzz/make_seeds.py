@@ -141,7 +141,23 @@ PIPELINE["campaign-id-non-ascii"] = pipeline_input(
     0, [], body_of("popup.shown").replace(b"camp_abc123", "caf\u00e9".encode()))
 PIPELINE["empty"] = b""
 
+# upstream_answer: [first byte: step (low 4 bits + 1) and body limit
+# (16 x high 4 bits)] then what the app sent back.
+ANSWERS = {
+    "length": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}",
+    "chunked-trailers": b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: gzip, chunked\r\nRetry-After: 7\r\n\r\n4;x=y\r\nabcd\r\n3\r\nefg\r\n0\r\nX-T: 1\r\n\r\n",
+    "until-close-http10": b"HTTP/1.0 200 OK\r\n\r\nhello",
+    "keep-alive-http10": b"HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n",
+    "interim": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok",
+    "conflicting-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "both-framings": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "pipelined-extra": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
+    "switching": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+}
+ANSWERS = {name: bytes([(i * 37) % 256]) + wire for i, (name, wire) in enumerate(ANSWERS.items())}
+
 for target, seeds in [
+    ("upstream_answer", ANSWERS),
     ("payload", PAYLOADS),
     ("signature_header", SIGNATURES),
     ("pipeline", PIPELINE),

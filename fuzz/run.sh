@@ -5,7 +5,7 @@
 # `cargo test`), and prints one line per target with the counts libFuzzer
 # reported.
 #
-#   bash fuzz/run.sh                       # all three targets, 10^7 each
+#   bash fuzz/run.sh                       # all four targets, 10^7 each
 #   RUNS=1000000 bash fuzz/run.sh payload  # one target, fewer executions
 #
 #   RUNS       executions per target (libFuzzer -runs)          [10000000]
@@ -29,7 +29,7 @@ SANITIZER=${SANITIZER:-none}
 MERGE=${MERGE:-1}
 WORK=${WORK:-$(mktemp -d /tmp/hookgate-fuzz.XXXXXX)}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(signature_header payload pipeline)
+[ ${#targets[@]} -gt 0 ] || targets=(signature_header payload pipeline upstream_answer)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "cargo-fuzz not found: cargo install cargo-fuzz --locked" >&2

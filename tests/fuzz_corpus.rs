@@ -50,3 +50,8 @@ fn payload_corpus() {
 fn pipeline_corpus() {
     replay("pipeline", checks::pipeline);
 }
+
+#[test]
+fn upstream_answer_corpus() {
+    replay("upstream_answer", checks::upstream_answer);
+}

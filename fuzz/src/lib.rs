@@ -550,3 +550,49 @@ fn full_bytes(body: &http_body_util::Full<Bytes>) -> Vec<u8> {
     }
     out
 }
+
+// === upstream_answer ===
+
+/// `forward::h1::read_answer` on what an app sent back: never panics, and
+/// never waits for more once the bytes have ended. The first byte picks
+/// how the rest is cut into reads (1 to 16 bytes at a time) and the body
+/// limit; the same bytes read in one piece must give the same answer (or
+/// the same error) and leave the same bytes over. An answer has a final
+/// status (not 1xx), a body within the limit, no header but
+/// `Content-Type` and `Retry-After`, and may be reused only if nothing
+/// was left after it.
+pub fn upstream_answer(data: &[u8]) {
+    let Some((&first, wire)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(first % 16) + 1;
+    let max_body = 16 * usize::from(first / 16);
+    let whole = hg::read_answer(wire, wire.len(), max_body).expect("waited past the end");
+    let cut = hg::read_answer(wire, step, max_body).expect("waited past the end");
+    match (&whole, &cut) {
+        ((Ok(a), left_a), (Ok(b), left_b)) => {
+            assert_eq!(
+                (a.status, &a.headers, &a.body, a.keep_alive, left_a),
+                (b.status, &b.headers, &b.body, b.keep_alive, left_b),
+                "read in pieces of {step}"
+            );
+            assert!(!a.status.is_informational(), "{:?}", a.status);
+            assert!(a.body.len() <= max_body, "{} > {max_body}", a.body.len());
+            assert!(
+                a.headers
+                    .keys()
+                    .all(|k| k == http::header::CONTENT_TYPE || k == http::header::RETRY_AFTER),
+                "{:?}",
+                a.headers
+            );
+            assert!(
+                !a.keep_alive || *left_a == 0,
+                "reusable with {left_a} bytes left"
+            );
+        }
+        ((Err(a), _), (Err(b), _)) => {
+            assert_eq!(a.to_string(), b.to_string(), "read in pieces of {step}");
+        }
+        _ => panic!("one piece: {whole:?}; pieces of {step}: {cut:?}"),
+    }
+}

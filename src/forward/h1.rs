@@ -38,10 +38,12 @@ pub enum Error {
 /// A complete answer.
 #[derive(Debug)]
 pub struct Answer {
+    /// The final status (never 1xx).
     pub status: StatusCode,
     /// `Content-Type` and `Retry-After`, the only ones hookgate passes on
     /// or looks at.
     pub headers: HeaderMap,
+    /// The whole body, de-chunked.
     pub body: Bytes,
     /// The connection may carry another request.
     pub keep_alive: bool,
@@ -96,6 +98,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
     let len = match parsed.parse(buf) {
+        // However much arrived at once, the same limit.
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+            return Err(Error::Malformed("head too large"));
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(Error::Malformed("head too large"));
@@ -229,15 +235,15 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
         }
         Framing::Chunked => read_chunked(io, buf, max_body).await?,
         Framing::UntilClose => {
-            loop {
-                if buf.len() > max_body {
-                    return Err(Error::TooLarge);
-                }
+            while buf.len() <= max_body {
                 match fill(io, buf).await {
                     Ok(()) => {}
                     Err(Error::Closed) => break,
                     Err(e) => return Err(e),
                 }
+            }
+            if buf.len() > max_body {
+                return Err(Error::TooLarge);
             }
             buf.split().freeze()
         }
@@ -291,21 +297,30 @@ async fn read_chunked<R: AsyncRead + Unpin>(
         body.extend_from_slice(&buf[..size]);
         buf.advance(size + 2);
     }
-    // Trailer fields, up to the blank line.
-    let mut read = 0;
+    // Trailer fields, up to the blank line; only their size is checked.
+    let (mut read, mut line_start) = (0, true);
     loop {
         match buf.windows(2).position(|w| w == b"\r\n") {
-            Some(0) => {
+            Some(0) if line_start => {
                 buf.advance(2);
                 return Ok(body.freeze());
             }
             Some(end) => {
                 read += end + 2;
                 buf.advance(end + 2);
+                line_start = true;
             }
-            None => fill(io, buf).await?,
+            None => {
+                // Drop the part of a line read so far, but a CR that may
+                // start its CRLF.
+                let done = buf.len() - usize::from(buf.last() == Some(&b'\r'));
+                line_start &= done == 0;
+                read += done;
+                buf.advance(done);
+                fill(io, buf).await?;
+            }
         }
-        if read + buf.len() > MAX_HEAD {
+        if read > MAX_HEAD {
             return Err(Error::Malformed("trailers too large"));
         }
     }

@@ -123,3 +123,53 @@ pub fn sized_body(event: &str, campaign_id: &str, size: usize) -> Option<Vec<u8>
     let pad = size.checked_sub(head.len() + fields.len() + tail.len() + PAD_FIELD)?;
     Some(format!(r#"{head}{fields}{tail},"note":"{}"}}"#, "x".repeat(pad)).into_bytes())
 }
+
+pub use crate::forward::h1::{Answer, Error as AnswerError};
+
+/// Bytes handed out at most `step` at a time, as a socket might; never
+/// pending: the end of the bytes is the end of the stream.
+struct Pieces<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl tokio::io::AsyncRead for Pieces<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.step.min(self.data.len()).min(buf.remaining());
+        let (now, later) = self.data.split_at(n);
+        buf.put_slice(now);
+        self.data = later;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads one answer of the app (`forward::h1::read_answer`) from `wire`,
+/// handed out `step` bytes at a time (at least 1), with a body limit of
+/// `max_body`. Returns the answer and how many bytes were left after it
+/// (read into the buffer or not). `None` if the reader waited for more
+/// bytes than `wire` has instead of ending: it must never.
+#[must_use]
+pub fn read_answer(
+    wire: &[u8],
+    step: usize,
+    max_body: usize,
+) -> Option<(Result<Answer, AnswerError>, usize)> {
+    use std::future::Future;
+    let mut io = Pieces {
+        data: wire,
+        step: step.max(1),
+    };
+    let mut buf = bytes::BytesMut::new();
+    let answer = {
+        let read = std::pin::pin!(crate::forward::h1::read_answer(&mut io, &mut buf, max_body));
+        match read.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(answer) => answer,
+            std::task::Poll::Pending => return None,
+        }
+    };
+    Some((answer, buf.len() + io.data.len()))
+}
