@@ -172,6 +172,17 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     }))
 }
 
+/// `buf` holds a blank line (LF LF or LF CR LF, as httparse accepts it)
+/// that ends at or after `from`.
+fn head_ended(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2);
+    buf.get(start..).is_some_and(|tail| {
+        tail.windows(2).enumerate().any(|(i, w)| {
+            w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && tail.get(i + 2) == Some(&b'\n')))
+        })
+    })
+}
+
 /// Digits only (no sign, no list): anything else is not a length.
 fn parse_length(value: &[u8]) -> Result<u64, Error> {
     let value = value.trim_ascii();
@@ -208,13 +219,27 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     max_body: usize,
 ) -> Result<Answer, Error> {
+    // How much of `buf` is known to hold no end of head: the head is parsed
+    // once it has ended, not again on every read (an app sending its head
+    // a few bytes at a time costs linear time, not quadratic).
+    let mut scanned = 0;
     let head = loop {
-        match parse_head(buf)? {
-            None => fill(io, buf).await?,
+        let parsed = if head_ended(buf, scanned) {
+            parse_head(buf)?
+        } else if buf.len() > MAX_HEAD {
+            return Err(Error::Malformed("head too large"));
+        } else {
+            None
+        };
+        match parsed {
+            None => {
+                scanned = buf.len();
+                fill(io, buf).await?;
+            }
             Some(head) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
                 return Err(Error::Malformed("unrequested protocol switch"));
             }
-            Some(head) if head.status.is_informational() => continue,
+            Some(head) if head.status.is_informational() => scanned = 0,
             Some(head) => break head,
         }
     };

@@ -149,15 +149,17 @@ impl tokio::io::AsyncRead for Pieces<'_> {
 
 /// Reads one answer of the app (`forward::h1::read_answer`) from `wire`,
 /// handed out `step` bytes at a time (at least 1), with a body limit of
-/// `max_body`. Returns the answer and how many bytes were left after it
-/// (read into the buffer or not). `None` if the reader waited for more
-/// bytes than `wire` has instead of ending: it must never.
+/// `max_body`. Returns the answer and how many bytes were left after it:
+/// read into the connection's buffer, and not read at all (on a socket,
+/// those would be found by the pool's check of an idle connection). `None`
+/// if the reader waited for more bytes than `wire` has instead of ending:
+/// it must never.
 #[must_use]
 pub fn read_answer(
     wire: &[u8],
     step: usize,
     max_body: usize,
-) -> Option<(Result<Answer, AnswerError>, usize)> {
+) -> Option<(Result<Answer, AnswerError>, usize, usize)> {
     use std::future::Future;
     let mut io = Pieces {
         data: wire,
@@ -171,5 +173,5 @@ pub fn read_answer(
             std::task::Poll::Pending => return None,
         }
     };
-    Some((answer, buf.len() + io.data.len()))
+    Some((answer, buf.len(), io.data.len()))
 }
