@@ -224,6 +224,16 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
     // a few bytes at a time costs linear time, not quadratic).
     let mut scanned = 0;
     let head = loop {
+        // Empty lines before a head are dropped (RFC 9112 §2.2), so that
+        // the blank line looked for is the one that ends the head.
+        while let Some(n) = [&b"\r\n"[..], b"\n"]
+            .iter()
+            .find(|e| buf.starts_with(e))
+            .map(|e| e.len())
+        {
+            buf.advance(n);
+            scanned = 0;
+        }
         let parsed = if head_ended(buf, scanned) {
             parse_head(buf)?
         } else if buf.len() > MAX_HEAD {
