@@ -44,6 +44,7 @@ import time
 import urllib.request
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -267,10 +268,24 @@ def browser():
     return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
 
 
+def fresh(read):
+    """read() again if the page re-rendered under it. The console redraws its tables every
+    second: an element found just before that is stale when it is read (a CI run failed on
+    StaleElementReference while a failure message read the queue row)."""
+    for _ in range(4):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            continue
+    return read()
+
+
 def text_of(driver, css):
     """The element's text, or None while it is not there (for WebDriverWait)."""
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else None
+    def read():
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found else None
+    return fresh(read)
 
 
 def wait_text(driver, css, want, what):
@@ -335,8 +350,10 @@ def check_without_store(driver, side):
 
 
 def dead_row(driver, event_id):
-    found = driver.find_elements(By.CSS_SELECTOR, f'#dead tr[data-id="{event_id}"]')
-    return found[0] if found and found[0].is_displayed() else None
+    def read():
+        found = driver.find_elements(By.CSS_SELECTOR, f'#dead tr[data-id="{event_id}"]')
+        return found[0] if found and found[0].is_displayed() else None
+    return fresh(read)
 
 
 def click_action(driver, event_id, action):
@@ -351,7 +368,8 @@ def check_dead_events_listed(driver, side, app, ids):
     nothing more; the queue counts them."""
     for event_id in ids:
         wait_until(driver, lambda d, i=event_id: dead_row(d, i), f"dead row for {event_id}")
-        cells = [td.text for td in dead_row(driver, event_id).find_elements(By.TAG_NAME, "td")]
+        cells = fresh(lambda i=event_id: [td.text for td in
+                                          dead_row(driver, i).find_elements(By.TAG_NAME, "td")])
         check(cells[0] == event_id and cells[1] == QUEUED and cells[2] == "popup.shown"
               and cells[3] == "1" and "400" in cells[4], f"dead row shows {cells!r}")
     queue_row = f'#queue tr[data-route="{QUEUED}"]'
