@@ -198,21 +198,24 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// The app's headers the provider gets: only `Content-Type` and
-/// `Retry-After`. Everything else (`Server`, `Set-Cookie`, a `Location`
-/// naming an internal URL, `X-Powered-By`, ...) stays inside; hyper sets
+/// The app's headers the provider gets (and the only ones `forward::h1`
+/// keeps from an answer): `Content-Type` and `Retry-After`.
+pub const PASSED_ON: [HeaderName; 2] = [header::CONTENT_TYPE, header::RETRY_AFTER];
+
+/// Keeps only the app's headers the provider gets ([`PASSED_ON`]).
+/// Everything else (`Server`, `Set-Cookie`, a `Location` naming an
+/// internal URL, `X-Powered-By`, ...) stays inside; hyper sets
 /// `Content-Length`, and hookgate `X-Request-Id`.
 ///
 /// The map is emptied and refilled in place, keeping its allocation (hyper
 /// parses the connection's next request into it).
 pub fn normalize_response(headers: &mut HeaderMap) {
-    let content_type = take_all(headers, &header::CONTENT_TYPE);
-    let retry_after = take_all(headers, &header::RETRY_AFTER);
+    let kept = PASSED_ON.map(|name| {
+        let values = take_all(headers, &name);
+        (name, values)
+    });
     headers.clear();
-    for (name, (first, rest)) in [
-        (header::CONTENT_TYPE, content_type),
-        (header::RETRY_AFTER, retry_after),
-    ] {
+    for (name, (first, rest)) in kept {
         for value in first.into_iter().chain(rest) {
             headers.append(name.clone(), value);
         }

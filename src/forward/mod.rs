@@ -145,12 +145,7 @@ impl Envelope {
         let mut out = Vec::with_capacity(target.len() + 64 * (self.headers.len() + 1));
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b"\r\n");
-        for (name, value) in &self.headers {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        h1::encode_fields(&mut out, &self.headers);
         Bytes::from(out)
     }
 }
