@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds hookgate with profile-guided optimization (PGO), for release images:
 #
-#   bash scripts/pgo-build.sh    # -> target/pgo/x86_64-unknown-linux-gnu/release/hookgate
+#   bash scripts/pgo-build.sh          # -> target/pgo/hookgate
+#   BOLT=1 bash scripts/pgo-build.sh   # the same, then laid out by llvm-bolt
 #
 # 1. an instrumented release build (rustc -Cprofile-generate) in target/pgo-gen;
 # 2. a training load over real sockets on loopback: the instrumented sidecar
@@ -62,6 +63,14 @@ fi
 "$PROFDATA" --version | grep -q "version $LLVM_MAJOR\." ||
     die "$PROFDATA is not LLVM $LLVM_MAJOR (rustc's): $("$PROFDATA" --version | tr '\n' ' ')"
 
+# BOLT=1: also lay the code out with llvm-bolt (any recent LLVM's), after PGO.
+BOLT=${BOLT:-0}
+if [ "$BOLT" = 1 ]; then
+    LLVM_BOLT=${LLVM_BOLT:-$(command -v llvm-bolt || ls /usr/lib/llvm-*/bin/llvm-bolt 2>/dev/null | sort -V | tail -1 || true)}
+    [ -n "$LLVM_BOLT" ] || die "BOLT=1 needs llvm-bolt (Debian: bolt-N; or set LLVM_BOLT)"
+    command -v strip >/dev/null || die "BOLT=1 needs strip (binutils)"
+fi
+
 # --- 1. the instrumented build ----------------------------------------------
 rm -rf "$PROFILES"
 mkdir -p "$PROFILES/raw"
@@ -105,45 +114,73 @@ secret_files = ["$WORK/secret"]
 dedup_events = []
 delivery = "queued"
 EOT
-"$GEN_BIN" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
-HG_PID=$!
-PIDS+=("$HG_PID")
-wait_http "http://127.0.0.1:$HG_ADMIN/readyz" "$WORK/hookgate.log"
 
-BASE=https://127.0.0.1:$HG_PORT/webhooks
-train() { # $1 seconds, $2 connections, $3 lua, $4 url
+wrk_load() { # $1 seconds, $2 connections, $3 lua, $4 url
     timeout $(($1 + 30)) wrk -t1 -c"$2" -d"$1s" -s "$WORK/$3" "$4" > "$WORK/wrk.out" 2>&1 ||
         die "wrk $3 $4: $(tail -3 "$WORK/wrk.out")"
 }
-log "training: ${TRAIN_S}s direct, then handshakes, queued, 401s, /metrics"
-train "$TRAIN_S" 64 post.lua "$BASE/coolpopup"
-wrk_result direct "$(cat "$WORK/wrk.out")"
-train 3 16 close.lua "$BASE/coolpopup"
-train $((TRAIN_S / 2)) 64 post.lua "$BASE/queued"
-wrk_result queued "$(cat "$WORK/wrk.out")"
-train 2 16 bad.lua "$BASE/coolpopup"
-grep -q '^RESULT .* status=[1-9]' "$WORK/wrk.out" || die "the bad signature was not refused: $(cat "$WORK/wrk.out")"
-for _ in $(seq 1 20); do curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$HG_ADMIN/metrics"; done
-
-# The queued events reach the app (delivery is in the profile too).
-# (The queue gauges are refreshed every second: wait for delivered events
-# to show and none pending.)
-queue() { curl -sf --max-time 2 "http://127.0.0.1:$HG_ADMIN/metrics" |
-    awk -v s="$1" '$1 ~ /^hookgate_queue_events\{/ && $1 ~ "state=\"" s "\"" {n += $2} END {print n + 0}'; }
-for _ in $(seq 1 600); do
-    [ "$(queue pending)" = 0 ] && [ "$(queue delivered)" -gt 0 ] && break
-    sleep 0.1
-done
-[ "$(queue pending)" = 0 ] && [ "$(queue delivered)" -gt 0 ] ||
-    die "the queued route did not deliver: $(queue pending) pending, $(queue delivered) delivered"
-[ "$(queue dead)" = 0 ] || die "the queued route has $(queue dead) dead events"
-kill -TERM "$HG_PID"
-wait "$HG_PID" || die "hookgate did not exit cleanly: $(tail -5 "$WORK/hookgate.log")"
+queue() { # $1 state: the route's events in it, from the queue gauges
+    curl -sf --max-time 2 "http://127.0.0.1:$HG_ADMIN/metrics" |
+        awk -v s="$1" '$1 ~ /^hookgate_queue_events\{/ && $1 ~ "state=\"" s "\"" {n += $2} END {print n + 0}'
+}
+# training BIN: one training run of the sidecar binary BIN on a fresh store,
+# ended by SIGTERM (an instrumented binary writes its profile at exit).
+training() {
+    rm -f "$WORK"/events.db*
+    "$1" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
+    HG_PID=$!
+    PIDS+=("$HG_PID")
+    wait_http "http://127.0.0.1:$HG_ADMIN/readyz" "$WORK/hookgate.log"
+    local base=https://127.0.0.1:$HG_PORT/webhooks
+    log "training $(basename "$1"): ${TRAIN_S}s direct, then handshakes, queued, 401s, /metrics"
+    wrk_load "$TRAIN_S" 64 post.lua "$base/coolpopup"
+    wrk_result direct "$(cat "$WORK/wrk.out")"
+    wrk_load 3 16 close.lua "$base/coolpopup"
+    wrk_load $((TRAIN_S / 2)) 64 post.lua "$base/queued"
+    wrk_result queued "$(cat "$WORK/wrk.out")"
+    wrk_load 2 16 bad.lua "$base/coolpopup"
+    grep -q '^RESULT .* status=[1-9]' "$WORK/wrk.out" || die "the bad signature was not refused: $(cat "$WORK/wrk.out")"
+    for _ in $(seq 1 20); do curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$HG_ADMIN/metrics"; done
+    # The queued events reach the app (delivery is in the profile too).
+    # The gauges are refreshed every second: wait for delivered events to
+    # show and none pending.
+    for _ in $(seq 1 600); do
+        [ "$(queue pending)" = 0 ] && [ "$(queue delivered)" -gt 0 ] && break
+        sleep 0.1
+    done
+    [ "$(queue pending)" = 0 ] && [ "$(queue delivered)" -gt 0 ] ||
+        die "the queued route did not deliver: $(queue pending) pending, $(queue delivered) delivered"
+    [ "$(queue dead)" = 0 ] || die "the queued route has $(queue dead) dead events"
+    kill -TERM "$HG_PID"
+    wait "$HG_PID" || die "hookgate did not exit cleanly: $(tail -5 "$WORK/hookgate.log")"
+}
+training "$GEN_BIN"
 ls "$PROFILES"/raw/*.profraw >/dev/null 2>&1 || die "no profile written under $PROFILES/raw"
 
 # --- 3. merge, 4. the optimized build ---------------------------------------
 "$PROFDATA" merge -o "$PROFILES/hookgate.profdata" "$PROFILES"/raw/*.profraw
 log "optimized build with $PROFILES/hookgate.profdata"
-CARGO_TARGET_DIR=$USE_DIR RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PROFILES/hookgate.profdata" \
+USE_FLAGS="-Cprofile-use=$PROFILES/hookgate.profdata"
+# BOLT rewrites the linked binary: it needs the relocations and the symbols.
+[ "$BOLT" = 1 ] && USE_FLAGS="$USE_FLAGS -Clink-arg=-Wl,--emit-relocs"
+CARGO_TARGET_DIR=$USE_DIR RUSTFLAGS="${RUSTFLAGS:-} $USE_FLAGS" \
+    CARGO_PROFILE_RELEASE_STRIP=$([ "$BOLT" = 1 ] && echo false || echo true) \
     timeout 1800 cargo build --release --locked --quiet --target "$TARGET" --bin hookgate
-log "built $USE_DIR/$TARGET/release/hookgate"
+PGO_BIN=$USE_DIR/$TARGET/release/hookgate
+FINAL=$USE_DIR/hookgate
+if [ "$BOLT" = 1 ]; then
+    # --- 5. BOLT: lay the PGO binary's code out by a second training run ----
+    "$LLVM_BOLT" "$PGO_BIN" -instrument -o "$PROFILES/hookgate-bolt-instrumented" \
+        --instrumentation-file="$PROFILES/bolt.fdata" > "$PROFILES/bolt-instrument.log" 2>&1 ||
+        die "llvm-bolt -instrument: $(tail -3 "$PROFILES/bolt-instrument.log")"
+    training "$PROFILES/hookgate-bolt-instrumented"
+    [ -s "$PROFILES/bolt.fdata" ] || die "no BOLT profile written"
+    "$LLVM_BOLT" "$PGO_BIN" -o "$FINAL" -data="$PROFILES/bolt.fdata" \
+        -reorder-blocks=ext-tsp -reorder-functions=cdsort -split-functions -split-all-cold \
+        -split-eh -icf=1 -use-gnu-stack -dyno-stats > "$PROFILES/bolt.log" 2>&1 ||
+        die "llvm-bolt: $(tail -3 "$PROFILES/bolt.log")"
+    strip "$FINAL"
+else
+    cp "$PGO_BIN" "$FINAL"
+fi
+log "built $FINAL"
