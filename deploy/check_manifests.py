@@ -798,7 +798,42 @@ def cmd_dockerfile(path: str) -> int:
                 and yaml.safe_load(ep[-1]) in (["hookgate", "serve"],
                                                 ["/usr/local/bin/hookgate", "serve"]),
                 f"ENTRYPOINT must be exec form hookgate serve, got {ep}")
+    for problem in build_context_problems(path, instr[:last]):
+        probs.check(False, problem)
     return probs.finish("image contract holds")
+
+
+def build_context_problems(dockerfile: str, build_stage: list[tuple[str, str]]) -> list[str]:
+    """What the build stage's COPYs leave out that cargo needs: every target
+    Cargo.toml names ([[bench]], [[example]], [[test]], [[bin]]) must be in a
+    copied path, or the manifest does not parse and `cargo build` fails
+    before compiling anything."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(dockerfile)))
+    copied = []
+    for instr, args in build_stage:
+        if instr != "COPY":
+            continue
+        words = [w for w in args.split() if not w.startswith("--")]
+        if any(w.startswith("--from") for w in args.split()):
+            continue
+        copied += [posixpath.normpath(w) for w in words[:-1]]
+    with open(os.path.join(root, "Cargo.toml"), "rb") as f:
+        manifest = tomllib.load(f)
+    problems = []
+    for kind, folder in (("bench", "benches"), ("example", "examples"),
+                         ("test", "tests"), ("bin", "src/bin")):
+        for target in manifest.get(kind, []):
+            name = target.get("name", "?")
+            path = target.get("path")
+            if path is None:
+                path = f"{folder}/{name}.rs"
+                if not os.path.exists(os.path.join(root, path)):
+                    path = f"{folder}/{name}/main.rs"
+            path = posixpath.normpath(path)
+            if not any(path == c or path.startswith(c.rstrip("/") + "/") for c in copied):
+                problems.append(f"Cargo.toml's [[{kind}]] {name} ({path}) is not copied into the "
+                                "build stage: cargo cannot parse the manifest without it")
+    return problems
 
 
 def cmd_free_port() -> int:
