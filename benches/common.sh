@@ -181,6 +181,42 @@ end
 EOT
 }
 
+# bench_mix_lua FILE HG_BIN SECRET_FILE CONVERTED_SIZE: signed bodies of all
+# four events in $WORK/mix-*.json, in about the proportions a popup sends
+# them (shown x4, clicked x2, converted, closed per 8 requests; the
+# converted one CONVERTED_SIZE bytes, the others 200-260), and a wrk script
+# FILE cycling through them, ending with bench_post_lua's RESULT line.
+bench_mix_lua() {
+    local file=$1 bin=$2 secret=$3 b
+    python3 "$ROOT/benches/load/body.py" "$WORK/mix-converted.json" "$4"
+    python3 - "$WORK" <<'PY'
+import json, sys, time
+now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+base = {"campaign_id": "camp_mix42", "campaign_name": "Spring Newsletter", "timestamp": now,
+        "page_url": "https://shop.example/blog/spring?utm_source=popup"}
+for name, extra in (("shown", {}), ("clicked", {"visitor": {"fields": {"button": "Subscribe"}}}),
+                    ("closed", {"reason": "dismissed", "seconds_open": 4.5})):
+    with open(f"{sys.argv[1]}/mix-{name}.json", "w") as f:
+        f.write(json.dumps({"event": f"popup.{name}", **base, **extra}, separators=(",", ":")))
+PY
+    {
+        echo 'local bodies, sigs = {}, {}'
+        for b in shown shown shown shown clicked clicked converted closed; do
+            printf 'bodies[#bodies + 1] = io.open("%s", "rb"):read("*a"); sigs[#sigs + 1] = "%s"\n' \
+                "$WORK/mix-$b.json" "$("$bin" sign --secret-file "$secret" "$WORK/mix-$b.json")"
+        done
+        cat <<'LUA'
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json",
+    ["X-CoolPopup-Signature"] = sigs[i]}, bodies[i])
+end
+LUA
+        bench_post_lua /dev/stdout /dev/null "" | sed -n '/^function done/,$p'
+    } > "$file"
+}
+
 # wrk_result LABEL OUTPUT: reads the RESULT line of a bench_post_lua script
 # from wrk's OUTPUT into WRK_REQUESTS, WRK_DURATION_US, WRK_P50_US and
 # WRK_P99_US. Dies, naming LABEL, when there is no such line, on any answer

@@ -3,14 +3,17 @@
 #
 #   bash scripts/pgo-build.sh          # -> target/pgo/hookgate
 #   BOLT=1 bash scripts/pgo-build.sh   # the same, then laid out by llvm-bolt
+#   bash scripts/pgo-build.sh --train-only target/release/hookgate
+#                                      # only the training run, on that binary
+#                                      # (CI: the training still works)
 #
 # 1. an instrumented release build (rustc -Cprofile-generate) in target/pgo-gen;
 # 2. a training load over real sockets on loopback: the instrumented sidecar
-#    in front of examples/bench_upstream, with wrk sending signed 1 KiB
-#    popup.converted POSTs to a direct route (kept-alive connections, and
-#    a new TLS connection per request), to a queued route on an SQLite
-#    store (ingest and delivery), posts with a bad signature (401) and
-#    scrapes of /metrics; then SIGTERM, so the profile is written at exit;
+#    in front of examples/bench_upstream, with wrk sending signed posts of
+#    all four events (kept-alive connections) to a direct route and to a
+#    queued route on an SQLite store (ingest and delivery), popup.converted
+#    on a new TLS connection per request, posts with a bad signature (401)
+#    and scrapes of /metrics; then SIGTERM, so the profile is written at exit;
 # 3. llvm-profdata merges the profile; 4. the release build with
 #    -Cprofile-use in target/pgo.
 #
@@ -40,44 +43,56 @@ PROFILES=$TARGET_DIR/pgo-profiles
 # Seconds of the main load (keep-alive posts to the direct route).
 TRAIN_S=${TRAIN_S:-20}
 
+TRAIN_ONLY=
+if [ "${1:-}" = --train-only ]; then
+    TRAIN_ONLY=${2:?--train-only needs the hookgate binary to train}
+    [ -x "$TRAIN_ONLY" ] || die "--train-only: $TRAIN_ONLY is not an executable"
+elif [ $# -gt 0 ]; then
+    die "usage: bash scripts/pgo-build.sh [--train-only HOOKGATE_BIN]"
+fi
+
 need_tools wrk=wrk openssl=openssl curl=curl python3=python3
 
-# --- llvm-profdata of rustc's LLVM ------------------------------------------
-LLVM_MAJOR=$(rustc -vV | awk '/^LLVM version:/ {split($3, v, "."); print v[1]}')
-find_profdata() {
-    local c sysroot
-    if [ -n "${LLVM_PROFDATA:-}" ]; then echo "$LLVM_PROFDATA"; return; fi
-    sysroot=$(rustc --print sysroot)
-    for c in "$sysroot/lib/rustlib/$TARGET/bin/llvm-profdata" \
-        "/usr/lib/llvm-$LLVM_MAJOR/bin/llvm-profdata" "$(command -v "llvm-profdata-$LLVM_MAJOR" || true)"; do
-        if [ -n "$c" ] && [ -x "$c" ]; then echo "$c"; return; fi
-    done
-}
-PROFDATA=$(find_profdata)
-if [ -z "$PROFDATA" ]; then
-    log "no llvm-profdata for LLVM $LLVM_MAJOR: trying rustup's llvm-tools, then Debian's llvm-$LLVM_MAJOR"
-    rustup component add llvm-tools >/dev/null 2>&1 || need_tools "llvm-profdata-$LLVM_MAJOR=llvm-$LLVM_MAJOR" || true
+if [ -z "$TRAIN_ONLY" ]; then
+    # --- llvm-profdata of rustc's LLVM ------------------------------------------
+    LLVM_MAJOR=$(rustc -vV | awk '/^LLVM version:/ {split($3, v, "."); print v[1]}')
+    find_profdata() {
+        local c sysroot
+        if [ -n "${LLVM_PROFDATA:-}" ]; then echo "$LLVM_PROFDATA"; return; fi
+        sysroot=$(rustc --print sysroot)
+        for c in "$sysroot/lib/rustlib/$TARGET/bin/llvm-profdata" \
+            "/usr/lib/llvm-$LLVM_MAJOR/bin/llvm-profdata" "$(command -v "llvm-profdata-$LLVM_MAJOR" || true)"; do
+            if [ -n "$c" ] && [ -x "$c" ]; then echo "$c"; return; fi
+        done
+    }
     PROFDATA=$(find_profdata)
-fi
-[ -n "$PROFDATA" ] || die "no llvm-profdata for rustc's LLVM $LLVM_MAJOR (set LLVM_PROFDATA)"
-"$PROFDATA" --version | grep -q "version $LLVM_MAJOR\." ||
-    die "$PROFDATA is not LLVM $LLVM_MAJOR (rustc's): $("$PROFDATA" --version | tr '\n' ' ')"
+    if [ -z "$PROFDATA" ]; then
+        log "no llvm-profdata for LLVM $LLVM_MAJOR: trying rustup's llvm-tools, then Debian's llvm-$LLVM_MAJOR"
+        rustup component add llvm-tools >/dev/null 2>&1 || need_tools "llvm-profdata-$LLVM_MAJOR=llvm-$LLVM_MAJOR" || true
+        PROFDATA=$(find_profdata)
+    fi
+    [ -n "$PROFDATA" ] || die "no llvm-profdata for rustc's LLVM $LLVM_MAJOR (set LLVM_PROFDATA)"
+    "$PROFDATA" --version | grep -q "version $LLVM_MAJOR\." ||
+        die "$PROFDATA is not LLVM $LLVM_MAJOR (rustc's): $("$PROFDATA" --version | tr '\n' ' ')"
 
-# BOLT=1: also lay the code out with llvm-bolt (any recent LLVM's), after PGO.
-BOLT=${BOLT:-0}
-if [ "$BOLT" = 1 ]; then
-    LLVM_BOLT=${LLVM_BOLT:-$(command -v llvm-bolt || ls /usr/lib/llvm-*/bin/llvm-bolt 2>/dev/null | sort -V | tail -1 || true)}
-    [ -n "$LLVM_BOLT" ] || die "BOLT=1 needs llvm-bolt (Debian: bolt-N; or set LLVM_BOLT)"
-    command -v strip >/dev/null || die "BOLT=1 needs strip (binutils)"
-fi
+    # BOLT=1: also lay the code out with llvm-bolt (any recent LLVM's), after PGO.
+    BOLT=${BOLT:-0}
+    if [ "$BOLT" = 1 ]; then
+        LLVM_BOLT=${LLVM_BOLT:-$(command -v llvm-bolt || printf '%s\n' /usr/lib/llvm-*/bin/llvm-bolt | grep -v '\*' | sort -V | tail -1 || true)}
+        [ -n "$LLVM_BOLT" ] || die "BOLT=1 needs llvm-bolt (Debian: bolt-N; or set LLVM_BOLT)"
+        command -v strip >/dev/null || die "BOLT=1 needs strip (binutils)"
+    fi
 
-# --- 1. the instrumented build ----------------------------------------------
-rm -rf "$PROFILES"
-mkdir -p "$PROFILES/raw"
-log "instrumented build (LLVM $LLVM_MAJOR, $TARGET)"
-CARGO_TARGET_DIR=$GEN_DIR RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PROFILES/raw" \
-    timeout 1800 cargo build --release --locked --quiet --target "$TARGET" --bin hookgate
-GEN_BIN=$GEN_DIR/$TARGET/release/hookgate
+    # --- 1. the instrumented build ----------------------------------------------
+    rm -rf "$PROFILES"
+    mkdir -p "$PROFILES/raw"
+    log "instrumented build (LLVM $LLVM_MAJOR, $TARGET)"
+    CARGO_TARGET_DIR=$GEN_DIR RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$PROFILES/raw" \
+        timeout 1800 cargo build --release --locked --quiet --target "$TARGET" --bin hookgate
+    GEN_BIN=$GEN_DIR/$TARGET/release/hookgate
+else
+    GEN_BIN=$TRAIN_ONLY
+fi
 log "the training upstream (examples/bench_upstream, not instrumented)"
 timeout 1800 cargo build --release --locked --quiet --example bench_upstream
 UPSTREAM_BIN=$TARGET_DIR/release/examples/bench_upstream
@@ -92,38 +107,11 @@ printf 'whsec-pgo-training-0123456789abcdef\n' > "$WORK/secret"
 # them (each is shown more often than clicked, clicked more often than
 # converted), of other sizes than the benchmarks' 1 KiB popup.converted:
 # the profile is not taken on the benchmarks' input.
-python3 "$ROOT/benches/load/body.py" "$WORK/converted.json" 1536
-python3 - "$WORK" <<'PY'
-import json, sys, time
-now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-base = {"campaign_id": "camp_pgo42", "campaign_name": "Spring Newsletter", "timestamp": now,
-        "page_url": "https://shop.example/blog/spring?utm_source=popup"}
-for name, extra in (("shown", {}), ("clicked", {"visitor": {"fields": {"button": "Subscribe"}}}),
-                    ("closed", {"reason": "dismissed", "seconds_open": 4.5})):
-    with open(f"{sys.argv[1]}/{name}.json", "w") as f:
-        f.write(json.dumps({"event": f"popup.{name}", **base, **extra}, separators=(",", ":")))
-PY
-SIG=$("$GEN_BIN" sign --secret-file "$WORK/secret" "$WORK/converted.json")
-bench_post_lua "$WORK/post.lua" "$WORK/converted.json" "$SIG"
-bench_post_lua "$WORK/bad.lua" "$WORK/converted.json" "sha256=$(printf '0%.0s' $(seq 64))"
-# A wrk script cycling through the bodies: shown x4, clicked x2, converted, closed.
-{
-    echo 'local bodies, sigs = {}, {}'
-    for b in shown shown shown shown clicked clicked converted closed; do
-        # The sign command is hookgate's too: its runs are part of the profile.
-        printf 'bodies[#bodies + 1] = io.open("%s", "rb"):read("*a"); sigs[#sigs + 1] = "%s"\n' \
-            "$WORK/$b.json" "$("$GEN_BIN" sign --secret-file "$WORK/secret" "$WORK/$b.json")"
-    done
-    cat <<'LUA'
-local i = 0
-request = function()
-  i = i % #bodies + 1
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json",
-    ["X-CoolPopup-Signature"] = sigs[i]}, bodies[i])
-end
-LUA
-    sed -n '/^function done/,$p' "$WORK/post.lua"
-} > "$WORK/mix.lua"
+# (The sign command is hookgate's too: its runs are part of the profile.)
+bench_mix_lua "$WORK/mix.lua" "$GEN_BIN" "$WORK/secret" 1536
+SIG=$("$GEN_BIN" sign --secret-file "$WORK/secret" "$WORK/mix-converted.json")
+bench_post_lua "$WORK/post.lua" "$WORK/mix-converted.json" "$SIG"
+bench_post_lua "$WORK/bad.lua" "$WORK/mix-converted.json" "sha256=$(printf '0%.0s' $(seq 64))"
 sed 's/^wrk.method = "POST"/wrk.method = "POST"\nwrk.headers["Connection"] = "close"/' \
     "$WORK/post.lua" > "$WORK/close.lua"
 
@@ -179,13 +167,18 @@ training() {
         [ "$(queue pending)" = 0 ] && [ "$(queue delivered)" -gt 0 ] && break
         sleep 0.1
     done
-    [ "$(queue pending)" = 0 ] && [ "$(queue delivered)" -gt 0 ] ||
+    if [ "$(queue pending)" != 0 ] || [ "$(queue delivered)" = 0 ]; then
         die "the queued route did not deliver: $(queue pending) pending, $(queue delivered) delivered"
+    fi
     [ "$(queue dead)" = 0 ] || die "the queued route has $(queue dead) dead events"
     kill -TERM "$HG_PID"
     wait "$HG_PID" || die "hookgate did not exit cleanly: $(tail -5 "$WORK/hookgate.log")"
 }
 training "$GEN_BIN"
+if [ -n "$TRAIN_ONLY" ]; then
+    log "the training run passed on $TRAIN_ONLY"
+    exit 0
+fi
 ls "$PROFILES"/raw/*.profraw >/dev/null 2>&1 || die "no profile written under $PROFILES/raw"
 
 # --- 3. merge, 4. the optimized build ---------------------------------------

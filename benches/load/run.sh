@@ -50,6 +50,12 @@ case $LOGGING in
     off) HG_LEVEL=warn ;;
     *) echo "LOGGING must be on or off" >&2; exit 2 ;;
 esac
+# BODY=mix: the max phase cycles through all four events in a popup's
+# proportions (benches/common.sh, bench_mix_lua; popup.converted at 1 KiB,
+# the others about 200-260 bytes); the fixed phase (h2load: one body) posts
+# the 1 KiB popup.converted either way. Default: popup.converted only.
+BODY=${BODY:-converted}
+case $BODY in converted|mix) ;; *) echo "BODY must be converted or mix" >&2; exit 2 ;; esac
 SUT_CPU=${SUT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # The machine may be shared: the benchmark's processes (all of them, both
@@ -99,6 +105,10 @@ python3 "$ROOT/benches/load/body.py" "$WORK/body.json" 1024
 SIG=$("$HG_BIN" sign --secret-file "$WORK/secret" "$WORK/body.json")
 
 bench_post_lua "$WORK/post.lua" "$WORK/body.json" "$SIG"
+case $BODY in
+    converted) ;;
+    mix) bench_mix_lua "$WORK/post.lua" "$HG_BIN" "$WORK/secret" 1024 ;;
+esac
 
 # --- the upstream (CPU $LOAD_CPU) -------------------------------------------
 nice -n "$NICE" taskset -c "$LOAD_CPU" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" > "$WORK/upstream.log" 2>&1 &
@@ -292,6 +302,7 @@ fi
     echo "- load average before / after: $LOAD_BEFORE / $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- SUT on CPU $SUT_CPU; wrk/h2load and the upstream on CPU $LOAD_CPU; all at nice $NICE; $CONNS keep-alive connections; $RUNS runs x ${DURATION}s per target and phase"
     echo "- hookgate: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet -- src Cargo.toml || echo '+dirty'), $(ls /proc/"$HG_PID"/task | wc -l) threads; nginx $(nginx -v 2>&1 | cut -d/ -f2), 1 worker"
+    echo "- bodies (BODY=$BODY): $( [ "$BODY" = mix ] && echo "max phase: all four events, shown x4 clicked x2 converted closed per 8 (converted 1 KiB); fixed phase: the 1 KiB popup.converted" || echo "the signed 1 KiB popup.converted")"
     echo "- per-request logging (LOGGING=$LOGGING): $( [ "$LOGGING" = on ] && echo "nginx access_log, hookgate level info (JSON)" || echo "none: nginx access_log off, hookgate level warn")"
     echo "- TLS nginx: $NGINX_TLS"
     echo "- TLS hookgate: $HG_TLS"
