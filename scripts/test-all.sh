@@ -6,10 +6,13 @@
 #   4. the release binary under faults (security/faults.py --short, ~25 s) and
 #      its TLS listener scanned (security/tls-scan.sh --short, ~40-55 s)
 #   5. the admin console in headless Chromium (tests/browser/console.py)
-#   6. the deploy/ manifests and the image's runtime contract (deploy/check.sh)
+#   6. the image build's PGO training run, on the release binary
+#      (scripts/pgo-build.sh --train-only: its traffic still passes, ~20 s)
+#   7. the deploy/ manifests and the image's runtime contract (deploy/check.sh)
 # Needs: cargo (with rustfmt and clippy), python3, openssl, PostgreSQL server
 # binaries (package postgresql: the store tests start their own), testssl.sh,
-# chromium and chromium-driver with Python's selenium (.ci/run installs them);
+# chromium and chromium-driver with Python's selenium, wrk and curl (.ci/run
+# installs them);
 # deploy/check.sh installs its own Python packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +66,9 @@ HG_BIN=target/release/hookgate bash security/tls-scan.sh --short
 
 step "admin console in a browser (headless Chromium, Selenium)"
 python3 tests/browser/console.py target/release/hookgate
+
+step "PGO training run on the release binary (scripts/pgo-build.sh --train-only)"
+TRAIN_S=4 bash scripts/pgo-build.sh --train-only target/release/hookgate
 
 if [ -f deploy/check.sh ]; then
     step "deploy manifests and runtime contract"
