@@ -165,13 +165,23 @@ EOT
 # (status: non-2xx/3xx answers; connect..timeout: socket errors; wrk's
 # own latency percentiles, closed loop).
 bench_post_lua() {
-    cat > "$1" <<EOT
+    {
+        cat <<EOT
 wrk.method = "POST"
 local f = io.open("$2", "rb")
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["X-CoolPopup-Signature"] = "$3"
+EOT
+        bench_lua_done
+    } > "$1"
+}
+
+# bench_lua_done: the `done` function of the wrk scripts here, which prints
+# bench_post_lua's RESULT line (read by wrk_result).
+bench_lua_done() {
+    cat <<'EOT'
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("RESULT requests=%d duration_us=%d status=%d connect=%d read=%d write=%d timeout=%d p50_us=%d p99_us=%d\n",
@@ -185,7 +195,7 @@ EOT
 # four events in $WORK/mix-*.json, in about the proportions a popup sends
 # them (shown x4, clicked x2, converted, closed per 8 requests; the
 # converted one CONVERTED_SIZE bytes, the others 200-260), and a wrk script
-# FILE cycling through them, ending with bench_post_lua's RESULT line.
+# FILE cycling through them, ending with bench_lua_done (the RESULT line).
 bench_mix_lua() {
     local file=$1 bin=$2 secret=$3 b
     python3 "$ROOT/benches/load/body.py" "$WORK/mix-converted.json" "$4"
@@ -199,11 +209,15 @@ for name, extra in (("shown", {}), ("clicked", {"visitor": {"fields": {"button":
     with open(f"{sys.argv[1]}/mix-{name}.json", "w") as f:
         f.write(json.dumps({"event": f"popup.{name}", **base, **extra}, separators=(",", ":")))
 PY
+    local -A sig
+    for b in shown clicked converted closed; do
+        sig[$b]=$("$bin" sign --secret-file "$secret" "$WORK/mix-$b.json")
+    done
     {
         echo 'local bodies, sigs = {}, {}'
         for b in shown shown shown shown clicked clicked converted closed; do
             printf 'bodies[#bodies + 1] = io.open("%s", "rb"):read("*a"); sigs[#sigs + 1] = "%s"\n' \
-                "$WORK/mix-$b.json" "$("$bin" sign --secret-file "$secret" "$WORK/mix-$b.json")"
+                "$WORK/mix-$b.json" "${sig[$b]}"
         done
         cat <<'LUA'
 local i = 0
@@ -213,7 +227,7 @@ request = function()
     ["X-CoolPopup-Signature"] = sigs[i]}, bodies[i])
 end
 LUA
-        bench_post_lua /dev/stdout /dev/null "" | sed -n '/^function done/,$p'
+        bench_lua_done
     } > "$file"
 }
 
@@ -244,6 +258,14 @@ wrk_result() {
 # upstream_count: the requests the bench upstream (examples/bench_upstream)
 # on $UP_PORT has received.
 upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
+
+# queue_events ADMIN_PORT STATE: the events in STATE (pending, delivered,
+# dead) over every route, from the sidecar's hookgate_queue_events gauges
+# (refreshed every second); 0 when there are none.
+queue_events() {
+    curl -sf --max-time 2 "http://127.0.0.1:$1/metrics" |
+        awk -v s="$2" '/^hookgate_queue_events\{/ && $0 ~ "state=\"" s "\"" {n += $2} END {print n + 0}'
+}
 
 # cpu_ticks PID...: utime + stime of the processes, in clock ticks.
 cpu_ticks() {

@@ -129,14 +129,10 @@ wrk_load() { # $1 seconds, $2 connections, $3 lua, $4 url
     timeout $(($1 + 30)) wrk -t1 -c"$2" -d"$1s" -s "$WORK/$3" "$4" > "$WORK/wrk.out" 2>&1 ||
         die "wrk $3 $4: $(tail -3 "$WORK/wrk.out")"
 }
-queue() { # $1 state: the route's events in it, from the queue gauges
-    curl -sf --max-time 2 "http://127.0.0.1:$HG_ADMIN/metrics" |
-        awk -v s="$1" '$1 ~ /^hookgate_queue_events\{/ && $1 ~ "state=\"" s "\"" {n += $2} END {print n + 0}'
-}
-# training BIN: one training run of the sidecar binary BIN on a fresh store,
-# ended by SIGTERM (an instrumented binary writes its profile at exit).
+queue() { queue_events "$HG_ADMIN" "$1"; }
+# training BIN: the training run of the sidecar binary BIN, ended by
+# SIGTERM (an instrumented binary writes its profile at exit).
 training() {
-    rm -f "$WORK"/events.db*
     "$1" serve -c "$WORK/hookgate.toml" > "$WORK/hookgate.log" 2>&1 &
     HG_PID=$!
     PIDS+=("$HG_PID")

@@ -185,10 +185,7 @@ log "soak at $RATE requests/s for ${DURATION}s"
 SAMPLES=$OUT/samples.tsv
 printf 't_s\trss_kib\tfds\tstore_bytes\tdb_bytes\twal_bytes\tpending\tcpu_ticks\tthreads\tload_cpu_ticks\n' > "$SAMPLES"
 size() { stat -c %s "$1" 2>/dev/null || echo 0; }
-pending() {
-    curl -sf --max-time 2 "http://127.0.0.1:$ADMIN/metrics" \
-        | awk '/^hookgate_queue_events\{/ && /state="pending"/ {s += $2} END {print s + 0}' || echo -1
-}
+pending() { queue_events "$ADMIN" pending || echo -1; }
 sample() { # t
     local rss fds db wal shm thr
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$HG_PID/status")
