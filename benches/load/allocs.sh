@@ -15,6 +15,9 @@
 # includes setting up the $CONNS connections (TLS handshakes, the upstream
 # pool), spread over the run's requests: 20.26 with DURATION=2 and 20.09
 # with 5 on the same build, so compare builds at the same DURATION.
+# Built with --no-default-features: the system allocator, whose malloc
+# heaptrack intercepts (the release build's jemalloc is not seen by it);
+# the count of allocations is the code's, not the allocator's.
 # Output: markdown on stdout and in $OUT/allocs.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +38,7 @@ need_tools heaptrack=heaptrack wrk=wrk openssl=openssl curl=curl taskset=util-li
 log "building hookgate (release, no LTO, line tables) and the bench upstream into $PROF_DIR"
 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_STRIP=false \
     CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    CARGO_TARGET_DIR=$PROF_DIR timeout 900 cargo build --release --quiet --bin hookgate --example bench_upstream
+    CARGO_TARGET_DIR=$PROF_DIR timeout 900 cargo build --release --quiet --no-default-features --bin hookgate --example bench_upstream
 HG_BIN=$PROF_DIR/release/hookgate
 UPSTREAM_BIN=$PROF_DIR/release/examples/bench_upstream
 
