@@ -54,7 +54,17 @@ fn main() -> std::io::Result<()> {
         );
         let count = Arc::new(AtomicU64::new(0));
         loop {
-            let (stream, _) = listener.accept().await?;
+            // A failed accept (a connection reset while queued, out of file
+            // descriptors) loses that connection, not the listener: the
+            // benchmark's requests on it fail and the script says so.
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    let _ = writeln!(std::io::stdout(), "accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let count = count.clone();
             tokio::spawn(async move {

@@ -76,7 +76,7 @@ sleep 1
 HG_IDLE=$(kib "$HG_PID" VmRSS)
 log "hookgate idle: VmRSS $HG_IDLE KiB, $(ls /proc/$HG_PID/task | wc -l) threads"
 HG_HOLD=$(timeout 120 taskset -c "$LOAD_CPU" python3 "$ROOT/benches/load/clients.py" hold "$HG_PORT" "$HOLD" "$WORK/body.json" "$SIG" "$HG_PID") \
-    || die "a held connection's request failed; hookgate's log lines other than 200: $(grep -v '"status":200' "$WORK/hookgate.log" | tail -5)"
+    || die "a held connection's request failed; hookgate's log lines other than 200: $(grep -v '"status":200' "$WORK/hookgate.log" | tail -5); the app's log: $(tail -3 "$WORK/upstream.log")"
 log "hookgate, $HOLD connections: $HG_HOLD"
 kill "$HG_PID"; wait "$HG_PID" 2>/dev/null || true
 
