@@ -261,10 +261,12 @@ upstream_count() { curl -sf --max-time 2 "http://127.0.0.1:$UP_PORT/count"; }
 
 # queue_events ADMIN_PORT STATE: the events in STATE (pending, delivered,
 # dead) over every route, from the sidecar's hookgate_queue_events gauges
-# (refreshed every second); 0 when there are none.
+# (refreshed every second); 0 when there are none. A failed scrape prints
+# nothing and fails (piped into awk it printed 0, a count it never read).
 queue_events() {
-    curl -sf --max-time 2 "http://127.0.0.1:$1/metrics" |
-        awk -v s="$2" '/^hookgate_queue_events\{/ && $0 ~ "state=\"" s "\"" {n += $2} END {print n + 0}'
+    local metrics
+    metrics=$(curl -sf --max-time 2 "http://127.0.0.1:$1/metrics") || return 1
+    awk -v s="$2" '/^hookgate_queue_events\{/ && $0 ~ "state=\"" s "\"" {n += $2} END {print n + 0}' <<< "$metrics"
 }
 
 # cpu_ticks PID...: utime + stime of the processes, in clock ticks.
