@@ -298,38 +298,63 @@ struct Worker {
     attempts: TaskTracker,
 }
 
+/// Beside the `delivery_concurrency` attempts running, up to this many
+/// rounds of them wait leased (taken ahead, so that one lease takes many
+/// events and not the one a returning permit frees).
+const AHEAD_ROUNDS: usize = 3;
+
+/// A route's worker. `slots` bound the events leased and not yet done with
+/// the app: `delivery_concurrency` running plus [`AHEAD_ROUNDS`] times as
+/// many waiting for a permit. The worker leases once at least half the
+/// slots are free, as many events as there are free slots, so a lease takes
+/// several events even when permits come back one at a time (with a fast
+/// app, a store round trip per event was most of delivery's cost). An
+/// event waiting for a permit waits at most `AHEAD_ROUNDS` exchanges (each
+/// bounded by `upstream.timeout`), so its lease lasts that much longer; it
+/// starts only while `upstream.timeout` + 10 s of it remain (else it is
+/// given back, as are the waiting events when the worker stops).
 async fn work(w: Worker, wake: Arc<Notify>, stop: CancellationToken) {
     let Some(q) = w.route.queue.clone() else {
         return;
     };
-    let permits = Arc::new(Semaphore::new(q.concurrency));
-    let lease_for = millis(w.upstream.timeout() + LEASE_MARGIN);
+    let concurrency = q.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let total = concurrency * (AHEAD_ROUNDS + 1);
+    let slots = Arc::new(Semaphore::new(total));
+    let lease_for = millis(w.upstream.timeout() * (AHEAD_ROUNDS as u32 + 1) + LEASE_MARGIN);
     let w = Arc::new(w);
     loop {
-        let first = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        let mut free = tokio::select! {
+            p = slots.clone().acquire_many_owned(u32::try_from(total.div_ceil(2)).unwrap_or(1)) => {
+                match p { Ok(p) => p, Err(_) => return }
+            }
             () = stop.cancelled() => return,
         };
-        let mut free = vec![first];
-        while let Ok(p) = permits.clone().try_acquire_owned() {
-            free.push(p);
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            free.merge(p);
         }
         let now = now_ms();
-        let limit = free.len();
+        let limit = free.num_permits();
+        let lease_until = now + lease_for;
         let wait = match w
             .store
-            .lease(&w.route.name, now, now + lease_for, limit as u32)
+            .lease(&w.route.name, now, lease_until, limit as u32)
             .await
         {
             Ok(leases) => {
                 let full = leases.len() == limit;
                 for lease in leases {
-                    let Some(permit) = free.pop() else { break };
-                    let w = w.clone();
-                    let q = q.clone();
-                    w.attempts
-                        .clone()
-                        .spawn(async move { attempt(&w, &q, lease, permit).await });
+                    let Some(slot) = free.split(1) else { break };
+                    let taken = Taken {
+                        lease,
+                        lease_until,
+                        slot,
+                    };
+                    let (w, q, permits, stop) =
+                        (w.clone(), q.clone(), permits.clone(), stop.clone());
+                    w.attempts.clone().spawn(async move {
+                        attempt(&w, &q, taken, &permits, &stop).await;
+                    });
                 }
                 drop(free);
                 if full {
@@ -356,11 +381,84 @@ async fn work(w: Worker, wake: Arc<Notify>, stop: CancellationToken) {
     }
 }
 
-/// One delivery attempt, settled in the store. The permit is given back
-/// once the app has answered, before the settle: the next lease can then
-/// share a writer round with this settle instead of waiting behind it
-/// (under full ingest every write waits behind a group commit's fsync).
-async fn attempt(w: &Worker, q: &QueueSettings, lease: Lease, permit: OwnedSemaphorePermit) {
+/// A leased event, until its attempt is done with the app.
+struct Taken {
+    lease: Lease,
+    /// When its lease runs out (Unix ms).
+    lease_until: Millis,
+    /// Its place among the worker's leased events.
+    slot: OwnedSemaphorePermit,
+}
+
+/// One delivery attempt, settled in the store, once a permit is free. The
+/// permit (and the event's slot) is given back once the app has answered,
+/// before the settle: the next lease can then share a writer round with
+/// this settle instead of waiting behind it (under full ingest every write
+/// waits behind a group commit's fsync). An event whose worker stops, or
+/// whose lease has less than `upstream.timeout` + 10 s left when a permit
+/// comes, is given back untried instead.
+async fn attempt(
+    w: &Worker,
+    q: &QueueSettings,
+    taken: Taken,
+    permits: &Arc<Semaphore>,
+    stop: &CancellationToken,
+) {
+    let Taken {
+        lease,
+        lease_until,
+        slot,
+    } = taken;
+    let permit = tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        p = permits.clone().acquire_owned() => p.ok(),
+    };
+    let why = match permit {
+        None => "the worker stopped",
+        Some(permit) => {
+            if lease_until - now_ms() >= millis(w.upstream.timeout() + LEASE_MARGIN) {
+                return attempt_now(w, q, lease, permit, slot).await;
+            }
+            drop(permit);
+            "its lease ran too short while it waited for the app"
+        }
+    };
+    drop(slot);
+    give_back(w, &lease, why).await;
+}
+
+/// Gives a leased event back untried: pending and due as before, the
+/// lease's attempt uncounted. If that fails, the lease runs out instead.
+async fn give_back(w: &Worker, lease: &Lease, why: &'static str) {
+    match w
+        .store
+        .settle(lease.id, lease.token, now_ms(), Settle::Untried)
+        .await
+    {
+        Ok(_) => tracing::debug!(
+            id = %lease.id,
+            route = %w.route.name,
+            why,
+            "leased event given back untried"
+        ),
+        Err(e) => tracing::warn!(
+            id = %lease.id,
+            route = %w.route.name,
+            why,
+            error = %e,
+            "cannot give back a leased event; it is taken again when its lease runs out"
+        ),
+    }
+}
+
+async fn attempt_now(
+    w: &Worker,
+    q: &QueueSettings,
+    lease: Lease,
+    permit: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
+) {
     let Lease {
         id,
         received_at,
@@ -403,11 +501,13 @@ async fn attempt(w: &Worker, q: &QueueSettings, lease: Lease, permit: OwnedSemap
     // The app is done with this event; its lease keeps it from being taken
     // again until the settle below has committed.
     drop(permit);
+    drop(slot);
     let result = policy::label(&settle);
     let (next_attempt_at, error) = match &settle {
         Settle::Delivered => (None, None),
         Settle::Retry { at, error } => (Some(*at), Some(error.clone())),
         Settle::Dead { error } => (None, Some(error.clone())),
+        Settle::Untried => (None, None),
     };
     match w.store.settle(id, token, now_ms(), settle).await {
         Ok(true) => {

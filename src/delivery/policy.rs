@@ -27,12 +27,14 @@ pub(crate) enum Attempted {
     Failed(TransportError),
 }
 
-/// The outcome label (`delivered`, `retry`, `dead`) of a [`Settle`].
+/// The outcome label (`delivered`, `retry`, `dead`; `untried` for an event
+/// given back, which is not an attempt) of a [`Settle`].
 pub(crate) fn label(settle: &Settle) -> &'static str {
     match settle {
         Settle::Delivered => "delivered",
         Settle::Retry { .. } => "retry",
         Settle::Dead { .. } => "dead",
+        Settle::Untried => "untried",
     }
 }
 

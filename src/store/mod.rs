@@ -208,6 +208,10 @@ pub(crate) enum Settle {
         /// Why.
         error: String,
     },
+    /// The attempt was never made (an event leased ahead and given back:
+    /// the worker stopped, or its lease ran too short to start): stays
+    /// pending and due as it was, the lease's attempt uncounted.
+    Untried,
 }
 
 /// Which events a list, replay or drop applies to. All set fields must match.

@@ -740,6 +740,7 @@ struct Sql {
     lease: String,
     next_due: String,
     settle: String,
+    untried: String,
     get: String,
     replay_ids: String,
     records_by_id: String,
@@ -810,6 +811,13 @@ impl Sql {
                 "UPDATE {s}.events
                  SET state = $4, next_attempt_at = $5, last_error = $6,
                      lease_until = NULL, lease_token = NULL, updated_at = $3
+                 FROM {NO_FLUSH}
+                 WHERE id = $1 AND lease_token = $2 AND state = 'pending'"
+            ),
+            untried: format!(
+                "UPDATE {s}.events
+                 SET attempts = attempts - 1, lease_until = NULL, lease_token = NULL,
+                     updated_at = $3
                  FROM {NO_FLUSH}
                  WHERE id = $1 AND lease_token = $2 AND state = 'pending'"
             ),
@@ -1059,12 +1067,18 @@ impl Engine for PgStore {
         now: Millis,
         how: Settle,
     ) -> Result<bool, StoreError> {
+        let sql = &self.sql;
         let (state, next, error): (&str, Option<Millis>, Option<String>) = match how {
             Settle::Delivered => (State::Delivered.as_str(), None, None),
             Settle::Retry { at, error } => (State::Pending.as_str(), Some(at), Some(error)),
             Settle::Dead { error } => (State::Dead.as_str(), None, Some(error)),
+            Settle::Untried => {
+                return with_client!(self, "settle", |c| {
+                    let statement = c.prepare_cached(&sql.untried).await?;
+                    Ok(c.execute(&statement, &[&id, &token, &now]).await? == 1)
+                });
+            }
         };
-        let sql = &self.sql;
         with_client!(self, "settle", |c| {
             // Not waiting for the WAL flush (`NO_FLUSH`): a settle lost in
             // a crash means the attempt is made again (at least once), and

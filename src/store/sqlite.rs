@@ -614,6 +614,12 @@ fn settle_in(
                 leased!()
             ))?
             .execute(params![id, token, now, error])?,
+        Settle::Untried => tx
+            .prepare_cached(concat!(
+                "UPDATE events SET attempts = attempts - 1, ",
+                leased!()
+            ))?
+            .execute(params![id, token, now])?,
     };
     Ok(changed == 1)
 }

@@ -51,6 +51,7 @@ macro_rules! engine_suite {
             settle_delivered,
             settle_retry,
             settle_dead,
+            settle_untried,
             settle_after_replay_or_drop_is_lost,
             next_due_waits_for_leases,
             list_filters_newest_first,
@@ -469,6 +470,45 @@ pub(crate) async fn settle_dead<E: Engine>(e: &E) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Untried (leased ahead, given back): pending and due as it was, the
+/// lease's attempt uncounted, the last error kept, leasable again at once;
+/// a stale token changes nothing.
+pub(crate) async fn settle_untried<E: Engine>(e: &E) {
+    let id = put(e, event("r", T0, b"{}")).await;
+    let first = lease_one(e, "r", T0, T0 + 100).await;
+    let retry = Settle::Retry {
+        at: T0 + 50,
+        error: "status 503".into(),
+    };
+    assert!(e.settle(id, first.token, T0 + 10, retry).await.unwrap());
+    let ahead = lease_one(e, "r", T0 + 60, T0 + 10_000).await;
+    assert_eq!(ahead.attempt, 2);
+    assert!(
+        !e.settle(id, first.token, T0 + 70, Settle::Untried)
+            .await
+            .unwrap(),
+        "a stale token gives nothing back"
+    );
+    assert!(
+        e.settle(id, ahead.token, T0 + 70, Settle::Untried)
+            .await
+            .unwrap()
+    );
+    let rec = record(e, id).await;
+    assert_eq!(rec.state, State::Pending);
+    assert_eq!(rec.attempts, 1, "the lease given back is not an attempt");
+    assert_eq!(rec.next_attempt_at, Some(T0 + 50), "due as it was");
+    assert_eq!(rec.last_error.as_deref(), Some("status 503"));
+    let again = lease_one(e, "r", T0 + 71, T0 + 10_000).await;
+    assert_eq!(again.attempt, 2, "numbered as if never leased ahead");
+    assert!(
+        !e.settle(id, ahead.token, T0 + 80, Settle::Untried)
+            .await
+            .unwrap(),
+        "an untried lease's token is gone"
     );
 }
 

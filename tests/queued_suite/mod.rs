@@ -250,6 +250,11 @@ macro_rules! scenarios {
         }
 
         #[tokio::test]
+        async fn events_leased_ahead_are_given_back_untried_at_shutdown() {
+            $crate::queued_suite::leased_ahead_given_back_at_shutdown($engine).await;
+        }
+
+        #[tokio::test]
         async fn a_store_that_cannot_open_answers_503_until_it_can() {
             $crate::queued_suite::cannot_open_answers_503_until_it_can($engine).await;
         }
@@ -382,6 +387,87 @@ pub async fn refused_is_dead_and_not_retried(engine: Engine) {
     }
     sidecar.stop().await;
     assert_eq!(app.take().len(), 1, "a refused event is not retried");
+}
+
+/// `(pending events with one attempt counted, with none)` in `/api/events`.
+async fn leased_and_untouched(sidecar: &Sidecar) -> (usize, usize) {
+    let reply = sidecar.admin_send("GET", "/api/events", &[]).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let doc = reply.json();
+    let pending: Vec<u64> = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "pending")
+        .map(|e| e["attempts"].as_u64().unwrap())
+        .collect();
+    (
+        pending.iter().filter(|&&a| a == 1).count(),
+        pending.iter().filter(|&&a| a == 0).count(),
+    )
+}
+
+/// With one permit and an app that takes its time, the worker leases the
+/// next events ahead (each shows its attempt counted while the app has
+/// seen one); at shutdown the running attempt finishes and the events
+/// leased ahead are given back untried, so the next sidecar delivers them
+/// as attempt 1.
+pub async fn leased_ahead_given_back_at_shutdown(engine: Engine) {
+    let store = engine.store();
+    let app = Upstream::start().await;
+    let mut opts = queued(app.url(), &store, "/slow/2000");
+    opts.upstream_timeout = "3s";
+    opts.routes[0].extra.push_str("delivery_concurrency = 1\n");
+    let sidecar = Sidecar::start(opts).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(queued_id(
+            &sidecar.post(PATH, &converted(&format!("ahead{i}"))).await,
+        ));
+    }
+    app.wait_for(1, 10).await;
+    // One running, two waiting for the permit (a lease waits until half of
+    // the route's 4 slots are free, so the fourth stays untouched).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut seen = leased_and_untouched(&sidecar).await;
+    while seen != (3, 1) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = leased_and_untouched(&sidecar).await;
+    }
+    assert_eq!(
+        seen,
+        (3, 1),
+        "(leased, untouched) while the app holds the first"
+    );
+    let held = app.take();
+    assert_eq!(held.len(), 1, "one attempt at a time");
+    let held = held[0].all("x-webhook-id").concat();
+    sidecar.stop().await;
+    let first = app.take();
+    assert!(
+        first.is_empty(),
+        "nothing else reached the app: {}",
+        first.len()
+    );
+
+    let sidecar = Sidecar::start(queued(app.url(), &store, "/hooks/q")).await;
+    let got = app.wait_for(3, 10).await;
+    let attempts: Vec<String> = got
+        .iter()
+        .map(|r| r.all("x-webhook-attempt").concat())
+        .collect();
+    assert_eq!(attempts, ["1", "1", "1"], "given back untried, not counted");
+    let mut delivered: Vec<String> = got.iter().map(|r| r.all("x-webhook-id").concat()).collect();
+    delivered.sort();
+    delivered.dedup();
+    delivered.push(held);
+    delivered.sort();
+    ids.sort();
+    assert_eq!(
+        delivered, ids,
+        "the held one before the stop, the others after"
+    );
+    sidecar.stop().await;
 }
 
 pub async fn cannot_open_answers_503_until_it_can(engine: Engine) {
