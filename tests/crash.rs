@@ -71,7 +71,8 @@ impl Material {
     }
 
     /// A config for one queued route on the test's store, retried every
-    /// 100 ms; `upstream.timeout` 1 s, so a lease lasts 14 s (4 × 1 s + 10 s).
+    /// 100 ms; `upstream.timeout` 1 s, so a lease lasts 14 s on SQLite (it leases
+    /// ahead: 4 × 1 s + 10 s), 11 s on PostgreSQL.
     fn config(&self, port: u16, admin: u16, app: &str) -> PathBuf {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\
@@ -423,7 +424,8 @@ async fn kill_9_mid_load(engine: Engine) {
     }
 
     // Every id answered 200 reaches the app (the events under lease at the
-    // kill come back when their 14 s lease runs out), and every body.
+    // kill come back when their lease runs out: 14 s on SQLite, 11 s on
+    // PostgreSQL), and every body.
     let want_ids: HashSet<String> = sent.queued.iter().map(|(id, _)| id.clone()).collect();
     let want_bodies: HashSet<Vec<u8>> = sent
         .queued

@@ -365,7 +365,7 @@ async fn a_replica_killed_mid_delivery_leaves_its_events_to_another_once_the_lea
     const N: usize = 8;
     let store = Engine::Postgres.store();
     // A: the real binary; its app takes every request and never answers.
-    // upstream.timeout 1 s: a lease lasts 14 s (4 × 1 s + 10 s).
+    // upstream.timeout 1 s: a lease lasts 11 s (PostgreSQL does not lease ahead).
     let hanging = HangingApp::start().await;
     let mut a_opts = queued(hanging.url(), &store, "/hooks/q");
     a_opts.upstream_timeout = "1s";
@@ -420,7 +420,7 @@ async fn a_replica_killed_mid_delivery_leaves_its_events_to_another_once_the_lea
         });
 
     // B: in-process, its own app. It delivers every event, those A held
-    // only once their lease has run out (14 s after A took them).
+    // only once their lease has run out (11 s after A took them).
     let app_b = Upstream::start().await;
     let b = Sidecar::start(queued(app_b.url(), &store, "/hooks/q")).await;
     let at_b = deliveries_of(&app_b, &want, 30).await;

@@ -34,6 +34,9 @@ use policy::{Attempted, millis};
 
 /// How long past `upstream.timeout` a lease lasts.
 const LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// An attempt starts only while its lease has `upstream.timeout` plus this
+/// left (an event leased ahead that waited too long is given back).
+const START_MARGIN: Duration = Duration::from_secs(5);
 /// The longest a worker sleeps before looking at the store again.
 const POLL: Duration = Duration::from_secs(1);
 /// How often the queue gauges are refreshed.
@@ -298,34 +301,35 @@ struct Worker {
     attempts: TaskTracker,
 }
 
-/// Beside the `delivery_concurrency` attempts running, up to this many
-/// rounds of them wait leased (taken ahead, so that one lease takes many
-/// events and not the one a returning permit frees).
-const AHEAD_ROUNDS: usize = 3;
-
 /// A route's worker. `slots` bound the events leased and not yet done with
-/// the app: `delivery_concurrency` running plus [`AHEAD_ROUNDS`] times as
-/// many waiting for a permit. The worker leases once at least half the
-/// slots are free, as many events as there are free slots, so a lease takes
-/// several events even when permits come back one at a time (with a fast
-/// app, a store round trip per event was most of delivery's cost). An
-/// event waiting for a permit waits at most `AHEAD_ROUNDS` exchanges (each
-/// bounded by `upstream.timeout`), so its lease lasts that much longer; it
-/// starts only while `upstream.timeout` + 10 s of it remain (else it is
-/// given back, as are the waiting events when the worker stops).
+/// the app: `delivery_concurrency` running plus, when the store leases
+/// ahead ([`Store::lease_ahead_rounds`]), that many rounds of as many
+/// waiting for a permit. Leasing ahead, the worker leases once at least
+/// half the slots are free, as many events as there are free slots, so a
+/// lease takes several events even when permits come back one at a time
+/// (with a fast app, a store round trip per event was most of delivery's
+/// cost on SQLite). An event waiting for a permit waits at most that many
+/// exchanges (each bounded by `upstream.timeout`), so its lease lasts that
+/// much longer; it starts only while `upstream.timeout` + 5 s of it remain
+/// (else it is given back, as are the waiting events when the worker
+/// stops). Without leasing ahead, a lease takes the free permits' worth as
+/// soon as one is free, for `upstream.timeout` + 10 s.
 async fn work(w: Worker, wake: Arc<Notify>, stop: CancellationToken) {
     let Some(q) = w.route.queue.clone() else {
         return;
     };
     let concurrency = q.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
-    let total = concurrency * (AHEAD_ROUNDS + 1);
+    let rounds = w.store.lease_ahead_rounds();
+    let total = concurrency * (rounds + 1);
     let slots = Arc::new(Semaphore::new(total));
-    let lease_for = millis(w.upstream.timeout() * (AHEAD_ROUNDS as u32 + 1) + LEASE_MARGIN);
+    let at_once = if rounds == 0 { 1 } else { total.div_ceil(2) };
+    let at_once = u32::try_from(at_once).unwrap_or(1);
+    let lease_for = millis(w.upstream.timeout() * (rounds as u32 + 1) + LEASE_MARGIN);
     let w = Arc::new(w);
     loop {
         let mut free = tokio::select! {
-            p = slots.clone().acquire_many_owned(u32::try_from(total.div_ceil(2)).unwrap_or(1)) => {
+            p = slots.clone().acquire_many_owned(at_once) => {
                 match p { Ok(p) => p, Err(_) => return }
             }
             () = stop.cancelled() => return,
@@ -395,7 +399,7 @@ struct Taken {
 /// before the settle: the next lease can then share a writer round with
 /// this settle instead of waiting behind it (under full ingest every write
 /// waits behind a group commit's fsync). An event whose worker stops, or
-/// whose lease has less than `upstream.timeout` + 10 s left when a permit
+/// whose lease has less than `upstream.timeout` + 5 s left when a permit
 /// comes, is given back untried instead.
 async fn attempt(
     w: &Worker,
@@ -417,7 +421,7 @@ async fn attempt(
     let why = match permit {
         None => "the worker stopped",
         Some(permit) => {
-            if lease_until - now_ms() >= millis(w.upstream.timeout() + LEASE_MARGIN) {
+            if lease_until - now_ms() >= millis(w.upstream.timeout() + START_MARGIN) {
                 return attempt_now(w, q, lease, permit, slot).await;
             }
             drop(permit);

@@ -533,6 +533,20 @@ impl Store {
         }
     }
 
+    /// How many rounds of `delivery_concurrency` events a delivery worker
+    /// leases ahead of its running attempts. SQLite: 3 (one writer round
+    /// trip then serves 8–16 events; delivery on its own +55 %). PostgreSQL:
+    /// none, as before: leased ahead, its events' settles (one round trip
+    /// and one transaction each) crowded the pool and the database's core,
+    /// and ingest bursts fell from 8,185 to 3,698 events/s
+    /// (`benches/RESULTS.md`, thirteenth round).
+    pub(crate) fn lease_ahead_rounds(&self) -> usize {
+        match self {
+            Self::Sqlite(_) => 3,
+            Self::Postgres(_) => 0,
+        }
+    }
+
     /// Stores one event in the next group commit; answers once that commit
     /// is durable (see [`Batcher::ingest`]).
     pub(crate) async fn ingest_one(&self, event: NewEvent) -> Result<Ingested, StoreError> {
