@@ -318,7 +318,7 @@ async fn work(w: Worker, wake: Arc<Notify>, stop: CancellationToken) {
     let Some(q) = w.route.queue.clone() else {
         return;
     };
-    let concurrency = q.concurrency.max(1);
+    let concurrency = q.concurrency;
     let permits = Arc::new(Semaphore::new(concurrency));
     let rounds = w.store.lease_ahead_rounds();
     let total = concurrency * (rounds + 1);
