@@ -36,6 +36,8 @@
 //!   its 200, a re-send not answered `duplicate`), transport errors, and
 //!   latency percentiles (ms) by group. `--warmup` s: answers before it are
 //!   left out of `per_second` and the latencies (never out of the checks).
+//!   `slow_seconds`: each second of the load (counted from `started_unix`)
+//!   whose slowest answer took 100 ms or more, with that answer's time.
 //!
 //! Exits 1 if anything was lost, duplicated, leaked, unexpected, a
 //! transport error, a foreign or unverified event, or the drain timed out.
@@ -98,6 +100,10 @@ const MIX: [(Kind, usize); 7] = [
 /// A re-send only of a conversion answered less than this long ago (the
 /// soak's routes have a short replay window).
 const RESEND_WITHIN: Duration = Duration::from_secs(30);
+
+/// A second of the load whose slowest answer took this long (ms) or more is
+/// listed in `slow_seconds`.
+const SLOW_MS: u32 = 100;
 
 impl Kind {
     fn index(self) -> u8 {
@@ -393,6 +399,10 @@ struct Tally {
     counted: u64,
     /// Latencies (µs) by group, of expected answers in the measured window.
     latencies: [Vec<u32>; 5],
+    /// The slowest answer (µs) of the requests due in each second of the
+    /// load (index: seconds since its start), expected or not: when the
+    /// tail happened, to set beside hookgate's log (its purges).
+    slowest: Vec<u32>,
 }
 
 fn outcome(status: u16, bytes: &[u8]) -> String {
@@ -542,6 +552,12 @@ async fn connection(
         };
         let done = Instant::now();
         answered.fetch_add(1, Ordering::Relaxed);
+        let second = sent_due.saturating_duration_since(start).as_secs() as usize;
+        if tally.slowest.len() <= second {
+            tally.slowest.resize(second + 1, 0);
+        }
+        let took = done.saturating_duration_since(sent_due).as_micros() as u32;
+        tally.slowest[second] = tally.slowest[second].max(took);
         let counted = done >= counted_from && done <= end + Duration::from_secs(5);
         if counted {
             tally.counted += 1;
@@ -571,8 +587,7 @@ async fn connection(
                 tally.ledger.push(kind.index() | mark);
                 if ok {
                     if counted {
-                        tally.latencies[kind.group(direct)]
-                            .push(done.saturating_duration_since(sent_due).as_micros() as u32);
+                        tally.latencies[kind.group(direct)].push(took);
                     }
                     if kind.converted() {
                         last[usize::from(!direct)] = Some(Sent {
@@ -724,6 +739,9 @@ async fn run(args: Arc<Args>, tls: tokio_rustls::TlsConnector) -> Result<(), Box
     }
 
     let start = Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let tasks: Vec<_> = (0..args.conns)
         .map(|c| {
             tokio::spawn(connection(
@@ -792,7 +810,21 @@ async fn run(args: Arc<Args>, tls: tokio_rustls::TlsConnector) -> Result<(), Box
         for (g, l) in t.latencies.into_iter().enumerate() {
             all.latencies[g].extend(l);
         }
+        if all.slowest.len() < t.slowest.len() {
+            all.slowest.resize(t.slowest.len(), 0);
+        }
+        for (a, s) in all.slowest.iter_mut().zip(&t.slowest) {
+            *a = (*a).max(*s);
+        }
     }
+    // Seconds of the load whose slowest answer took over SLOW_MS.
+    let slow_seconds: Vec<serde_json::Value> = all
+        .slowest
+        .iter()
+        .enumerate()
+        .filter(|(_, us)| **us >= SLOW_MS * 1000)
+        .map(|(s, us)| serde_json::json!([s, f64::from(*us / 1000)]))
+        .collect();
     let by_kind = |v: &[u64; 7]| -> serde_json::Value {
         KINDS
             .iter()
@@ -848,6 +880,8 @@ async fn run(args: Arc<Args>, tls: tokio_rustls::TlsConnector) -> Result<(), Box
         "rate": args.rate,
         "seconds": args.duration.as_secs_f64(),
         "load_seconds": load_secs,
+        // When the load began (Unix seconds), to place slow_seconds in time.
+        "started_unix": started_unix,
         "per_second": if measured > 0.0 { all.counted as f64 / measured } else { 0.0 },
         "sent": by_kind(&all.sent),
         "sent_total": all.sent.iter().sum::<u64>(),
@@ -888,6 +922,9 @@ async fn run(args: Arc<Args>, tls: tokio_rustls::TlsConnector) -> Result<(), Box
             "pending_at_end": last_pending,
         },
         "latency_ms": latency,
+        // [second since the load began, its slowest answer in ms], for the
+        // seconds over SLOW_MS.
+        "slow_seconds": slow_seconds,
     });
     writeln!(std::io::stdout(), "{doc}")?;
     let clean = lost == 0

@@ -229,7 +229,7 @@ PURGES=$(grep -c 'retention purge' "$OUT/hookgate.log" || true)
 WARNINGS=$(grep -c -v 'retention purge' "$OUT/hookgate.log" || true)
 
 # --- report -------------------------------------------------------------------
-python3 - "$SAMPLES" "$OUT/soak.json" "$OUT/calibration.json" "$OUT/report.md" "$OUT/after-drain.tsv" "$OUT/metrics.txt" <<EOF
+python3 - "$SAMPLES" "$OUT/soak.json" "$OUT/calibration.json" "$OUT/report.md" "$OUT/after-drain.tsv" "$OUT/metrics.txt" "$OUT/hookgate.log" <<EOF
 import csv, json, sys
 samples = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(open(sys.argv[1]), delimiter="\t")]
 try:
@@ -303,6 +303,37 @@ if "sent" in soak:
     w("|---|---|---|---|---|---|---|")
     for g, l in soak["latency_ms"].items():
         w(f"| {g} | {l['n']} | {l['p50']:.2f} | {l['p90']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | {l['max']:.2f} |")
+    w("")
+# When the tail happened: runs of seconds whose slowest answer took 100 ms
+# or more, beside the retention purges (from hookgate's log), both in
+# seconds since the load began.
+if "slow_seconds" in soak:
+    import datetime
+    t0 = soak["started_unix"]
+    runs = []
+    for sec, ms in soak["slow_seconds"]:
+        if runs and sec == runs[-1][1] + 1:
+            runs[-1][1], runs[-1][2] = sec, max(runs[-1][2], ms)
+        else:
+            runs.append([sec, sec, ms])
+    purges = []
+    for line in open(sys.argv[7]):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        f = doc.get("fields", doc)
+        if f.get("message") != "retention purge":
+            continue
+        end = datetime.datetime.fromisoformat(doc["timestamp"].replace("Z", "+00:00")).timestamp() - t0
+        purges.append((end - f.get("elapsed_ms", 0) / 1000, end, f.get("deleted")))
+    w(f"Seconds of the load whose slowest answer took 100 ms or more: {len(soak['slow_seconds'])}, in {len(runs)} runs; the retention purges beside them (s since the load began):")
+    w("")
+    w("| what | from s | to s | slowest ms / rows deleted |")
+    w("|---|---|---|---|")
+    rows = [(a, b, "slow", ms) for a, b, ms in runs] + [(a, b, "purge", n) for a, b, n in purges]
+    for a, b, what, n in sorted(rows)[:60]:
+        w(f"| {what} | {a:.1f} | {b + (1 if what == 'slow' else 0):.1f} | {n} |")
     w("")
 w("Answers by kind: " + json.dumps(soak.get("answers", {})))
 w("")
