@@ -29,7 +29,7 @@ use crate::forward::{Attempt, UpstreamRequest};
 use crate::load::{QueueSettings, Route};
 use crate::observe::metrics::{AttemptLabels, Metrics, QueueLabels, RouteLabels, StoreMetrics};
 use crate::store::now_ms;
-use crate::store::{Lease, Millis, Retention, Settle, State, Store};
+use crate::store::{Lease, Millis, PurgePace, Retention, Settle, State, Store};
 use policy::{Attempted, millis};
 
 /// How long past `upstream.timeout` a lease lasts.
@@ -43,6 +43,12 @@ const POLL: Duration = Duration::from_secs(1);
 const GAUGES_EVERY: Duration = Duration::from_secs(1);
 /// How often retention purges run.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// A purge waits this many times each chunk's time after it (at most a
+/// quarter of the store's writer), for at most half of [`PURGE_EVERY`]
+/// (then goes on without waiting, so it always keeps up); see
+/// [`PurgePace`].
+const PURGE_PACE: u32 = 3;
 
 /// The store of a sidecar with a `[store]`, once it is open, and its
 /// delivery workers. The store is opened in the background: one that cannot
@@ -654,7 +660,8 @@ async fn purges(store: Store, retention: Vec<Retention>, stop: CancellationToken
             () = stop.cancelled() => return,
         }
         let started = Instant::now();
-        match store.purge(now_ms(), &retention).await {
+        let pace = PurgePace::new(PURGE_PACE, PURGE_EVERY / 2);
+        match store.purge(now_ms(), &retention, pace).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 deleted = n,

@@ -210,7 +210,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::store::suite::{T0, event};
     use crate::store::{
-        Filter, Key, Lease, Millis, Record, Replayed, Retention, RouteStats, Settle,
+        Filter, Key, Lease, Millis, PurgePace, Record, Replayed, Retention, RouteStats, Settle,
     };
 
     /// An engine whose ingest waits for a permit per commit, records each
@@ -306,7 +306,7 @@ pub(crate) mod tests {
         async fn stats(&self) -> Result<Vec<RouteStats>, StoreError> {
             unreachable!("the batcher only ingests")
         }
-        async fn purge(&self, _: Millis, _: &[Retention]) -> Result<u64, StoreError> {
+        async fn purge(&self, _: Millis, _: &[Retention], _: PurgePace) -> Result<u64, StoreError> {
             unreachable!("the batcher only ingests")
         }
         async fn ping(&self) -> Result<(), StoreError> {

@@ -252,6 +252,54 @@ pub(crate) struct Retention {
     pub(crate) dead: Millis,
 }
 
+/// How a purge spreads its chunks over time. After each chunk it waits
+/// `ratio` times that chunk's own time, so it takes about `1 / (1 + ratio)`
+/// of the store's writer (SQLite) or of a connection (PostgreSQL) and of
+/// the core, instead of all of it for seconds: a minute's delivered events
+/// and keys deleted back to back at 2,500 requests/s took 6.6–8 s and held
+/// every answer for up to 1.6 s (`benches/RESULTS.md`, fourteenth round).
+/// Once a pass has run `budget`, it stops waiting: a purge that cannot keep
+/// up must not let the store grow without bound.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PurgePace {
+    ratio: u32,
+    budget: std::time::Duration,
+    started: std::time::Instant,
+}
+
+impl PurgePace {
+    /// A pass that started now.
+    pub(crate) fn new(ratio: u32, budget: std::time::Duration) -> Self {
+        Self {
+            ratio,
+            budget,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// No waiting (tests, and a caller that wants the purge done now).
+    pub(crate) fn flat_out() -> Self {
+        Self::new(0, std::time::Duration::ZERO)
+    }
+
+    /// What to wait after a chunk that took `took`: nothing once the pass
+    /// has run its budget.
+    pub(crate) fn wait_after(&self, took: std::time::Duration) -> std::time::Duration {
+        if self.started.elapsed() >= self.budget {
+            return std::time::Duration::ZERO;
+        }
+        took * self.ratio
+    }
+
+    /// Waits [`PurgePace::wait_after`] a chunk that took `took`.
+    pub(crate) async fn after_chunk(&self, took: std::time::Duration) {
+        let wait = self.wait_after(took);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// Counts for one route.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct RouteStats {
@@ -403,11 +451,12 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// of routes not listed are kept) and dedup keys past their expiry.
     /// Returns how many rows went. On Postgres one replica at a time. May
     /// take several short transactions (each deletion stands on its own),
-    /// so ingest does not wait behind a long purge.
+    /// so ingest does not wait behind a long purge; `pace` spaces them.
     fn purge(
         &self,
         now: Millis,
         retention: &[Retention],
+        pace: PurgePace,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// A cheap round trip, for `hookgate_store_up`.
@@ -582,7 +631,7 @@ impl Store {
         /// [`Engine::stats`].
         fn stats(&self) -> Vec<RouteStats>;
         /// [`Engine::purge`].
-        fn purge(&self, now: Millis, retention: &[Retention]) -> u64;
+        fn purge(&self, now: Millis, retention: &[Retention], pace: PurgePace) -> u64;
         /// [`Engine::ping`].
         fn ping(&self) -> ();
     }

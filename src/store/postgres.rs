@@ -48,7 +48,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
-    Engine, Filter, Ingested, Key, Lease, Millis, NewEvent, Record, Replayed, Retention,
+    Engine, Filter, Ingested, Key, Lease, Millis, NewEvent, PurgePace, Record, Replayed, Retention,
     RouteStats, Settle, State, StoreError,
 };
 
@@ -1247,7 +1247,12 @@ impl Engine for PgStore {
         })
     }
 
-    async fn purge(&self, now: Millis, retention: &[Retention]) -> Result<u64, StoreError> {
+    async fn purge(
+        &self,
+        now: Millis,
+        retention: &[Retention],
+        pace: PurgePace,
+    ) -> Result<u64, StoreError> {
         let routes: Vec<&str> = retention.iter().map(|r| r.route.as_str()).collect();
         let delivered: Vec<Millis> = retention.iter().map(|r| r.delivered).collect();
         let dead: Vec<Millis> = retention.iter().map(|r| r.dead).collect();
@@ -1259,6 +1264,7 @@ impl Engine for PgStore {
         loop {
             // One short transaction per chunk, each under the purge lock: an
             // ingest re-claiming an expired key never waits long behind it.
+            let started = std::time::Instant::now();
             let (deleted, more) = with_client!(self, "purge", |c| {
                 let tx = c.transaction().await?;
                 let mine: bool = tx
@@ -1283,6 +1289,7 @@ impl Engine for PgStore {
             if !more {
                 return Ok(total);
             }
+            pace.after_chunk(started.elapsed()).await;
         }
     }
 
@@ -1852,12 +1859,12 @@ mod tests {
                 tokio::spawn({
                     let a = a.clone();
                     let r = retention.clone();
-                    async move { a.purge(NOW + 1 + 60_000, &r).await }
+                    async move { a.purge(NOW + 1 + 60_000, &r, PurgePace::flat_out()).await }
                 }),
                 tokio::spawn({
                     let b = b.clone();
                     let r = retention.clone();
-                    async move { b.purge(NOW + 1 + 60_000, &r).await }
+                    async move { b.purge(NOW + 1 + 60_000, &r, PurgePace::flat_out()).await }
                 }),
             );
             total += x.unwrap().unwrap() + y.unwrap().unwrap();

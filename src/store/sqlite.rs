@@ -30,7 +30,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
@@ -44,7 +44,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
-    Engine, Filter, Ingested, Key, Lease, Millis, NewEvent, Record, Replayed, Retention,
+    Engine, Filter, Ingested, Key, Lease, Millis, NewEvent, PurgePace, Record, Replayed, Retention,
     RouteStats, Settle, State, StoreError,
 };
 
@@ -987,13 +987,19 @@ impl Engine for SqliteStore {
         self.reader.run("stats", stats).await
     }
 
-    async fn purge(&self, now: Millis, retention: &[Retention]) -> Result<u64, StoreError> {
+    async fn purge(
+        &self,
+        now: Millis,
+        retention: &[Retention],
+        pace: PurgePace,
+    ) -> Result<u64, StoreError> {
         let mut total = 0;
         for r in retention {
             for (state, keep) in [(State::Delivered, r.delivered), (State::Dead, r.dead)] {
                 let cutoff = now.saturating_sub(keep);
                 loop {
                     let route = r.route.clone();
+                    let started = Instant::now();
                     let n = self
                         .writer
                         .run("purge", move |conn| {
@@ -1004,10 +1010,12 @@ impl Engine for SqliteStore {
                     if n < PURGE_CHUNK {
                         break;
                     }
+                    pace.after_chunk(started.elapsed()).await;
                 }
             }
         }
         loop {
+            let started = Instant::now();
             let n = self
                 .writer
                 .run("purge", move |conn| purge_keys(conn, now))
@@ -1016,6 +1024,7 @@ impl Engine for SqliteStore {
             if n < PURGE_CHUNK {
                 return Ok(total);
             }
+            pace.after_chunk(started.elapsed()).await;
         }
     }
 

@@ -22,8 +22,8 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
-    DedupClaim, Engine, Filter, Ingested, Key, Lease, Millis, NewEvent, Record, Replayed,
-    Retention, RouteStats, Settle, State,
+    DedupClaim, Engine, Filter, Ingested, Key, Lease, Millis, NewEvent, PurgePace, Record,
+    Replayed, Retention, RouteStats, Settle, State,
 };
 
 /// The start of every case's clock (2023-11-14, Unix ms).
@@ -827,17 +827,38 @@ pub(crate) async fn purge_respects_retention<E: Engine>(e: &E) {
     e.remember(&key(1), "r1", T0 + 50).await.unwrap();
     e.remember(&key(2), "r1", T0 + 5_000).await.unwrap();
 
-    assert_eq!(e.purge(T0 + 109, &retention).await.unwrap(), 1, "key 1");
+    assert_eq!(
+        e.purge(T0 + 109, &retention, PurgePace::flat_out())
+            .await
+            .unwrap(),
+        1,
+        "key 1"
+    );
     assert!(!e.seen(&key(1), T0).await.unwrap(), "the row went");
     assert!(e.get(done, false).await.unwrap().is_some());
 
-    assert_eq!(e.purge(T0 + 110, &retention).await.unwrap(), 1);
+    assert_eq!(
+        e.purge(T0 + 110, &retention, PurgePace::flat_out())
+            .await
+            .unwrap(),
+        1
+    );
     assert!(e.get(done, false).await.unwrap().is_none());
     assert!(e.get(gone, false).await.unwrap().is_some());
 
-    assert_eq!(e.purge(T0 + 1_010, &retention).await.unwrap(), 1);
+    assert_eq!(
+        e.purge(T0 + 1_010, &retention, PurgePace::flat_out())
+            .await
+            .unwrap(),
+        1
+    );
     assert!(e.get(gone, false).await.unwrap().is_none());
-    assert_eq!(e.purge(T0 + 1_010, &retention).await.unwrap(), 0);
+    assert_eq!(
+        e.purge(T0 + 1_010, &retention, PurgePace::flat_out())
+            .await
+            .unwrap(),
+        0
+    );
 
     assert!(e.get(pending, false).await.unwrap().is_some());
     assert!(e.get(unlisted, false).await.unwrap().is_some());
@@ -861,9 +882,15 @@ pub(crate) async fn purge_goes_past_one_chunk<E: Engine>(e: &E) {
     let outcome = e.ingest(batch).await.unwrap();
     assert!(outcome.iter().all(|o| *o == Ingested::Stored));
     assert!(e.seen(&first, T0).await.unwrap());
-    assert_eq!(e.purge(T0 + 100, &[]).await.unwrap(), 2_500);
+    assert_eq!(
+        e.purge(T0 + 100, &[], PurgePace::flat_out()).await.unwrap(),
+        2_500
+    );
     assert!(!e.seen(&first, T0).await.unwrap(), "the first chunk went");
-    assert_eq!(e.purge(T0 + 100, &[]).await.unwrap(), 0);
+    assert_eq!(
+        e.purge(T0 + 100, &[], PurgePace::flat_out()).await.unwrap(),
+        0
+    );
 }
 
 /// `ping` answers on a healthy store.
