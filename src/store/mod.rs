@@ -636,3 +636,22 @@ impl Store {
         fn ping(&self) -> ();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::PurgePace;
+
+    /// Within its budget a pass waits `ratio` times each chunk's time;
+    /// past it, and when flat out, not at all.
+    #[test]
+    fn purge_pace_waits_ratio_times_a_chunk_within_its_budget() {
+        let chunk = Duration::from_millis(8);
+        let paced = PurgePace::new(3, Duration::from_secs(3600));
+        assert_eq!(paced.wait_after(chunk), Duration::from_millis(24));
+        let spent = PurgePace::new(3, Duration::ZERO);
+        assert_eq!(spent.wait_after(chunk), Duration::ZERO);
+        assert_eq!(PurgePace::flat_out().wait_after(chunk), Duration::ZERO);
+    }
+}
