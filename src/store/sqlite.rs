@@ -29,13 +29,15 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::config::DbConfig;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
+use rusqlite::wal::CheckpointMode;
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction, TransactionBehavior, params,
     params_from_iter,
@@ -62,6 +64,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The WAL is truncated back to this size after a checkpoint, so a burst
 /// does not leave a large file behind.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Frames in the WAL not yet copied into the database file after which the
+/// checkpointer copies them (SQLite's own `wal_autocheckpoint` default).
+const CHECKPOINT_PAGES: i32 = 1000;
 
 /// Rows one purge transaction deletes at most: writes queued behind a purge
 /// wait for one chunk, not for the whole purge. 1,000 made ingests wait up
@@ -112,6 +118,10 @@ const RECORD: &str =
 pub(crate) struct SqliteStore {
     writer: Worker,
     reader: Worker,
+    /// Where the checkpointer thread observes each checkpoint's time, once
+    /// the sidecar gives it `hookgate_store_checkpoint_seconds`
+    /// ([`SqliteStore::observe_checkpoints`]).
+    checkpoints: Arc<OnceLock<Histogram>>,
     path: PathBuf,
     /// Settles waiting for the writer; see [`SqliteStore::settle`].
     settles: Arc<Mutex<Vec<PendingSettle>>>,
@@ -144,9 +154,12 @@ impl std::fmt::Debug for SqliteStore {
 pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
     let writer = Worker::start("hookgate-store-writer", path, open_writer).await?;
     let reader = Worker::start("hookgate-store-reader", path, open_reader).await?;
+    let checkpoints = Arc::new(OnceLock::new());
+    start_checkpointer(path, &writer, checkpoints.clone()).await?;
     Ok(SqliteStore {
         writer,
         reader,
+        checkpoints,
         path: path.to_owned(),
         settles: Arc::default(),
         settle_batches: crate::observe::metrics::batch_histogram(),
@@ -159,6 +172,15 @@ impl SqliteStore {
     pub(crate) fn observe_settles(mut self, histogram: Option<Histogram>) -> Self {
         if let Some(h) = histogram {
             self.settle_batches = h;
+        }
+        self
+    }
+
+    /// Observes each checkpoint's time in `histogram`
+    /// (`hookgate_store_checkpoint_seconds`).
+    pub(crate) fn observe_checkpoints(self, histogram: Option<Histogram>) -> Self {
+        if let Some(h) = histogram {
+            let _ = self.checkpoints.set(h);
         }
         self
     }
@@ -240,6 +262,86 @@ impl Worker {
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         answered.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// Moves checkpoints off the writer. By default SQLite checkpoints inside
+/// the commit that brings the WAL to 1,000 frames: that commit copies them
+/// into the database file and fsyncs it before it returns, and every
+/// acknowledgement waiting on it waits too (9 % of the queued profile; the
+/// soak's answers over 100 ms every few seconds, `benches/RESULTS.md`,
+/// fourteenth round). Here the writer's WAL hook (which replaces SQLite's
+/// automatic checkpoint on that connection) only signals, and a thread
+/// with its own connection runs a `PASSIVE` checkpoint: it copies what is
+/// committed without blocking the writer, which goes on appending; the
+/// next write after a checkpoint that caught up starts the WAL over (and
+/// `journal_size_limit` truncates it). Durability does not change: every
+/// `FULL` commit still fsyncs the WAL before it returns. The thread ends
+/// when the writer's connection closes (the hook, and its sender, go with
+/// it).
+async fn start_checkpointer(
+    path: &Path,
+    writer: &Worker,
+    observed: Arc<OnceLock<Histogram>>,
+) -> Result<(), StoreError> {
+    // Frames the last checkpoint left copied; the hook signals once the WAL
+    // holds CHECKPOINT_PAGES more (or, after the WAL started over, that many).
+    let copied = Arc::new(AtomicI32::new(0));
+    let (signal, signalled) = mpsc::sync_channel::<()>(1);
+    let done = copied.clone();
+    let (ready, opened) = oneshot::channel();
+    let owned = path.to_owned();
+    std::thread::Builder::new()
+        .name("hookgate-store-checkpointer".to_owned())
+        .spawn(move || {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = match Connection::open_with_flags(&owned, flags) {
+                Ok(conn) => {
+                    let _ = ready.send(Ok(()));
+                    conn
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(StoreError::Open(format!("{}: {e}", owned.display()))));
+                    return;
+                }
+            };
+            while signalled.recv().is_ok() {
+                let started = Instant::now();
+                match conn.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::PASSIVE) {
+                    Ok((_, ckpt)) => {
+                        done.store(ckpt, Ordering::Relaxed);
+                        if let Some(h) = observed.get() {
+                            h.observe(started.elapsed().as_secs_f64());
+                        }
+                    }
+                    // Another connection (the `events` CLI's) is
+                    // checkpointing: the next signal tries again.
+                    Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
+                    Err(e) => tracing::warn!(error = %e, "store checkpoint failed; the WAL grows until one succeeds"),
+                }
+            }
+        })
+        .map_err(|e| StoreError::Open(format!("{}: cannot start a thread: {e}", path.display())))?;
+    opened.await.map_err(|_| StoreError::Closed)??;
+    writer
+        .run("open", move |conn| {
+            // The WAL's frames at the last commit: fewer now means it
+            // started over, and what the last checkpoint copied is gone.
+            let mut before = 0;
+            conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames: i32| {
+                if frames < before {
+                    copied.store(0, Ordering::Relaxed);
+                }
+                before = frames;
+                let waiting = frames - copied.load(Ordering::Relaxed).min(frames);
+                if waiting >= CHECKPOINT_PAGES {
+                    // Full: a signal is pending already.
+                    let _ = signal.try_send(());
+                }
+                Ok(())
+            }))
+        })
+        .await
+        .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))
 }
 
 /// The waiting settles; a panic while they were held leaves nothing half-done.
@@ -1203,6 +1305,47 @@ mod tests {
         );
         lines.for_each(drop);
         assert!(child.wait().unwrap().success());
+    }
+
+    /// Commits that fill the WAL are checkpointed by the checkpointer
+    /// thread (its histogram sees them) into the database file, and every
+    /// event is there after the store is closed and opened again.
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_into_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let seconds = Histogram::new([0.001, 0.01, 0.1, 1.0]);
+        let store = open(&path)
+            .await
+            .unwrap()
+            .observe_checkpoints(Some(seconds.clone()));
+        // 40 commits of 25 events of 3 KB: about 1,000 pages of table alone.
+        let body = vec![b'x'; 3000];
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            let batch: Vec<_> = (0..25).map(|_| suite::event("r", T0, &body)).collect();
+            ids.extend(batch.iter().map(|e| e.id));
+            store.ingest(batch).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while crate::store::batch::tests::observed(&seconds).0 == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let file = std::fs::metadata(&path).unwrap().len();
+        assert!(file > 2_000_000, "the file holds the events: {file} bytes");
+        drop(store);
+
+        let again = open(&path).await.unwrap();
+        for id in [ids[0], ids[499], ids[999]] {
+            let (rec, body) = again.get(id, true).await.unwrap().unwrap();
+            assert_eq!(rec.state, State::Pending);
+            assert_eq!(body.map(|b| b.len()), Some(3000));
+        }
+        assert_eq!(again.stats().await.unwrap()[0].pending, 1000);
     }
 
     #[tokio::test]
