@@ -69,6 +69,11 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// checkpointer copies them (SQLite's own `wal_autocheckpoint` default).
 const CHECKPOINT_PAGES: i32 = 1000;
 
+/// Frames waiting after which the writer checkpoints inside its commit,
+/// as SQLite would by itself: only when the checkpointer is that far
+/// behind (64 MiB of 4 KiB pages, `journal_size_limit`).
+const CHECKPOINT_LIMIT: i32 = 16 * CHECKPOINT_PAGES;
+
 /// Rows one purge transaction deletes at most: writes queued behind a purge
 /// wait for one chunk, not for the whole purge. 1,000 made ingests wait up
 /// to ~250 ms behind a chunk in the soak (benches/RESULTS.md, "Soak");
@@ -293,26 +298,29 @@ async fn start_checkpointer(
     std::thread::Builder::new()
         .name("hookgate-store-checkpointer".to_owned())
         .spawn(move || {
-            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let conn = match Connection::open_with_flags(&owned, flags) {
+            let conn = match open_checkpointer(&owned) {
                 Ok(conn) => {
                     let _ = ready.send(Ok(()));
                     conn
                 }
                 Err(e) => {
-                    let _ = ready.send(Err(StoreError::Open(format!("{}: {e}", owned.display()))));
+                    let _ = ready.send(Err(e));
                     return;
                 }
             };
             while signalled.recv().is_ok() {
                 let started = Instant::now();
                 match conn.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::PASSIVE) {
-                    Ok((_, ckpt)) => {
+                    Ok((_, ckpt)) if ckpt >= 0 => {
                         done.store(ckpt, Ordering::Relaxed);
                         if let Some(h) = observed.get() {
                             h.observe(started.elapsed().as_secs_f64());
                         }
                     }
+                    // -1: this connection does not see the file in WAL
+                    // mode (cannot happen after open_checkpointer's check);
+                    // the writer's hook checkpoints itself past the limit.
+                    Ok(_) => tracing::warn!("store checkpoint did not run: the file is not in WAL mode"),
                     // Another connection (the `events` CLI's) is
                     // checkpointing: the next signal tries again.
                     Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
@@ -327,13 +335,18 @@ async fn start_checkpointer(
             // The WAL's frames at the last commit: fewer now means it
             // started over, and what the last checkpoint copied is gone.
             let mut before = 0;
-            conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames: i32| {
+            conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, frames: i32| {
                 if frames < before {
                     copied.store(0, Ordering::Relaxed);
                 }
                 before = frames;
-                let waiting = frames - copied.load(Ordering::Relaxed).min(frames);
-                if waiting >= CHECKPOINT_PAGES {
+                let waiting = frames - copied.load(Ordering::Relaxed).clamp(0, frames);
+                if waiting >= CHECKPOINT_LIMIT {
+                    // The checkpointer is far behind (starved, or failing):
+                    // checkpoint here, as SQLite would, so the WAL cannot
+                    // grow without bound.
+                    wal.checkpoint()?;
+                } else if waiting >= CHECKPOINT_PAGES {
                     // Full: a signal is pending already.
                     let _ = signal.try_send(());
                 }
@@ -342,6 +355,29 @@ async fn start_checkpointer(
         })
         .await
         .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))
+}
+
+/// The checkpointer's connection, attached to the file's WAL: a connection
+/// that has not read the file yet does not know it is in WAL mode, and its
+/// checkpoint does nothing (and reports -1 frames).
+fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
+    let failed = |e: rusqlite::Error| StoreError::Open(format!("{}: {e}", path.display()));
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(failed)?;
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .map_err(failed)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Open(format!(
+            "{}: the checkpointer sees journal_mode {mode}, not wal",
+            path.display()
+        )));
+    }
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map_err(failed)?;
+    Ok(conn)
 }
 
 /// The waiting settles; a panic while they were held leaves nothing half-done.
@@ -1563,6 +1599,7 @@ mod tests {
         let closed = SqliteStore {
             writer: Worker { jobs: tx.clone() },
             reader: Worker { jobs: tx },
+            checkpoints: Arc::default(),
             path: store.path().to_owned(),
             settles: Arc::default(),
             settle_batches: crate::observe::metrics::batch_histogram(),
