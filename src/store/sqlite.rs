@@ -9,13 +9,14 @@
 //!   two processes never lease the same event), and each connection waits
 //!   up to [`BUSY_TIMEOUT`] for another process's write before failing with
 //!   "database is locked".
-//! - **Off the async runtime**: each [`SqliteStore`] owns two threads, each
-//!   with its own connection: the writer runs every write in order (so the
-//!   process's writes are serialized without a lock), the reader runs
+//! - **Off the async runtime**: each [`SqliteStore`] owns three threads,
+//!   each with its own connection: the writer runs every write in order (so
+//!   the process's writes are serialized without a lock), the reader runs
 //!   `get`, `list`, `stats`, `seen` and `next_due` beside it (WAL lets
-//!   readers and one writer work at once). Async callers hand them jobs and
-//!   await a oneshot. Dropping the store ends both threads and closes the
-//!   connections. Settles that wait for the writer are recorded together,
+//!   readers and one writer work at once), and the checkpointer copies the
+//!   WAL into the file beside the writer ([`start_checkpointer`]). Async
+//!   callers hand jobs to the first two and await a oneshot. Dropping the
+//!   store ends the threads and closes the connections. Settles that wait for the writer are recorded together,
 //!   in one transaction per writer round (ingest has its own group commit
 //!   in front of every engine, `super::batch`).
 //! - **Versioned schema**: `PRAGMA user_version` holds the file's schema
@@ -69,10 +70,10 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// checkpointer copies them (SQLite's own `wal_autocheckpoint` default).
 const CHECKPOINT_PAGES: i32 = 1000;
 
-/// Frames waiting after which the writer checkpoints inside its commit,
-/// as SQLite would by itself: only when the checkpointer is that far
-/// behind (64 MiB of 4 KiB pages, `journal_size_limit`).
-const CHECKPOINT_LIMIT: i32 = 16 * CHECKPOINT_PAGES;
+/// Frames in the WAL after which the writer finishes the checkpoint
+/// itself after a commit, so that its next write starts the WAL over (32
+/// MiB of 4 KiB pages); see [`start_checkpointer`].
+const RESTART_FRAMES: i32 = 8 * CHECKPOINT_PAGES;
 
 /// Rows one purge transaction deletes at most: writes queued behind a purge
 /// wait for one chunk, not for the whole purge. 1,000 made ingests wait up
@@ -275,11 +276,15 @@ impl Worker {
 /// acknowledgement waiting on it waits too (9 % of the queued profile; the
 /// soak's answers over 100 ms every few seconds, `benches/RESULTS.md`,
 /// fourteenth round). Here the writer's WAL hook (which replaces SQLite's
-/// automatic checkpoint on that connection) only signals, and a thread
-/// with its own connection runs a `PASSIVE` checkpoint: it copies what is
-/// committed without blocking the writer, which goes on appending; the
-/// next write after a checkpoint that caught up starts the WAL over (and
-/// `journal_size_limit` truncates it). Durability does not change: every
+/// automatic checkpoint on that connection) signals every
+/// [`CHECKPOINT_PAGES`] frames, and a thread with its own connection runs a
+/// `PASSIVE` checkpoint: it copies what is committed without blocking the
+/// writer, which goes on appending. The WAL starts over only at a write
+/// that finds every frame copied, which a checkpointer chasing the writer
+/// never sees under steady load; so once the WAL holds [`RESTART_FRAMES`]
+/// the writer copies the remainder itself after its commit (what the
+/// checkpointer has not reached yet, not the whole WAL) and its next write
+/// starts the WAL over. Durability does not change: every
 /// `FULL` commit still fsyncs the WAL before it returns. The thread ends
 /// when the writer's connection closes (the hook, and its sender, go with
 /// it).
@@ -341,11 +346,18 @@ async fn start_checkpointer(
                 }
                 before = frames;
                 let waiting = frames - copied.load(Ordering::Relaxed).clamp(0, frames);
-                if waiting >= CHECKPOINT_LIMIT {
-                    // The checkpointer is far behind (starved, or failing):
-                    // checkpoint here, as SQLite would, so the WAL cannot
-                    // grow without bound.
-                    wal.checkpoint()?;
+                if frames >= RESTART_FRAMES {
+                    // Time for the WAL to start over, which the next write
+                    // does only if every frame is in the file by then: the
+                    // checkpointer, chasing a writer that keeps appending,
+                    // never gets there on its own (under steady load the
+                    // WAL grew to 9 GB). So the writer copies here what the
+                    // checkpointer has not yet, a few hundred frames, as
+                    // SQLite would have copied all of them. A failure (the
+                    // checkpointer holds the checkpoint lock: busy) is
+                    // tried again at the next commit; an error returned
+                    // here would fail the statement that committed.
+                    let _ = wal.checkpoint();
                 } else if waiting >= CHECKPOINT_PAGES {
                     // Full: a signal is pending already.
                     let _ = signal.try_send(());
