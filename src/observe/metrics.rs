@@ -112,9 +112,6 @@ pub struct StoreMetrics {
     /// `hookgate_store_settle_batch_size`: delivery results recorded per
     /// store transaction (SQLite; PostgreSQL records each on its own).
     pub settle_batch_size: Histogram,
-    /// `hookgate_store_checkpoint_seconds`: one checkpoint of SQLite's WAL
-    /// into the database file, on its own thread (SQLite only).
-    pub checkpoint_seconds: Histogram,
     /// `hookgate_queue_events{route,state}`.
     pub queue_events: Family<QueueLabels, Gauge>,
     /// `hookgate_queue_oldest_pending_age_seconds{route}`.
@@ -282,13 +279,6 @@ impl Metrics {
                 "Delivery results recorded per store transaction (SQLite)",
                 settle_batch_size.clone(),
             );
-            let checkpoint_seconds = Histogram::new(BUCKETS);
-            registry.register_with_unit(
-                "store_checkpoint",
-                "Time of one checkpoint of SQLite's WAL into the database file, off the commit path (SQLite)",
-                Unit::Seconds,
-                checkpoint_seconds.clone(),
-            );
             let queue_events = Family::<QueueLabels, Gauge>::default();
             registry.register(
                 "queue_events",
@@ -321,7 +311,6 @@ impl Metrics {
                 commit_seconds,
                 batch_size,
                 settle_batch_size,
-                checkpoint_seconds,
                 queue_events,
                 oldest_pending_age,
                 stats_seconds,

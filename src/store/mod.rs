@@ -525,13 +525,9 @@ impl Store {
         let commit = metrics.map(|m| m.commit_seconds.clone());
         let sizes = metrics.map(|m| m.batch_size.clone());
         let settles = metrics.map(|m| m.settle_batch_size.clone());
-        let checkpoints = metrics.map(|m| m.checkpoint_seconds.clone());
         match config.engine {
             crate::config::StoreEngine::Sqlite => Ok(Self::sqlite(
-                sqlite::open(&config.path)
-                    .await?
-                    .observe_settles(settles)
-                    .observe_checkpoints(checkpoints),
+                sqlite::open(&config.path).await?.observe_settles(settles),
                 commit,
                 sizes,
             )),

@@ -9,14 +9,13 @@
 //!   two processes never lease the same event), and each connection waits
 //!   up to [`BUSY_TIMEOUT`] for another process's write before failing with
 //!   "database is locked".
-//! - **Off the async runtime**: each [`SqliteStore`] owns three threads,
-//!   each with its own connection: the writer runs every write in order (so
-//!   the process's writes are serialized without a lock), the reader runs
+//! - **Off the async runtime**: each [`SqliteStore`] owns two threads, each
+//!   with its own connection: the writer runs every write in order (so the
+//!   process's writes are serialized without a lock), the reader runs
 //!   `get`, `list`, `stats`, `seen` and `next_due` beside it (WAL lets
-//!   readers and one writer work at once), and the checkpointer copies the
-//!   WAL into the file beside the writer ([`start_checkpointer`]). Async
-//!   callers hand jobs to the first two and await a oneshot. Dropping the
-//!   store ends the threads and closes the connections. Settles that wait for the writer are recorded together,
+//!   readers and one writer work at once). Async callers hand them jobs and
+//!   await a oneshot. Dropping the store ends both threads and closes the
+//!   connections. Settles that wait for the writer are recorded together,
 //!   in one transaction per writer round (ingest has its own group commit
 //!   in front of every engine, `super::batch`).
 //! - **Versioned schema**: `PRAGMA user_version` holds the file's schema
@@ -30,15 +29,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
 use rusqlite::config::DbConfig;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
-use rusqlite::wal::CheckpointMode;
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Row, ToSql, Transaction, TransactionBehavior, params,
     params_from_iter,
@@ -65,15 +62,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The WAL is truncated back to this size after a checkpoint, so a burst
 /// does not leave a large file behind.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
-
-/// Frames in the WAL not yet copied into the database file after which the
-/// checkpointer copies them (SQLite's own `wal_autocheckpoint` default).
-const CHECKPOINT_PAGES: i32 = 1000;
-
-/// Frames in the WAL after which the writer finishes the checkpoint
-/// itself after a commit, so that its next write starts the WAL over (32
-/// MiB of 4 KiB pages); see [`start_checkpointer`].
-const RESTART_FRAMES: i32 = 8 * CHECKPOINT_PAGES;
 
 /// Rows one purge transaction deletes at most: writes queued behind a purge
 /// wait for one chunk, not for the whole purge. 1,000 made ingests wait up
@@ -124,10 +112,6 @@ const RECORD: &str =
 pub(crate) struct SqliteStore {
     writer: Worker,
     reader: Worker,
-    /// Where the checkpointer thread observes each checkpoint's time, once
-    /// the sidecar gives it `hookgate_store_checkpoint_seconds`
-    /// ([`SqliteStore::observe_checkpoints`]).
-    checkpoints: Arc<OnceLock<Histogram>>,
     path: PathBuf,
     /// Settles waiting for the writer; see [`SqliteStore::settle`].
     settles: Arc<Mutex<Vec<PendingSettle>>>,
@@ -160,12 +144,9 @@ impl std::fmt::Debug for SqliteStore {
 pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
     let writer = Worker::start("hookgate-store-writer", path, open_writer).await?;
     let reader = Worker::start("hookgate-store-reader", path, open_reader).await?;
-    let checkpoints = Arc::new(OnceLock::new());
-    start_checkpointer(path, &writer, checkpoints.clone()).await?;
     Ok(SqliteStore {
         writer,
         reader,
-        checkpoints,
         path: path.to_owned(),
         settles: Arc::default(),
         settle_batches: crate::observe::metrics::batch_histogram(),
@@ -178,15 +159,6 @@ impl SqliteStore {
     pub(crate) fn observe_settles(mut self, histogram: Option<Histogram>) -> Self {
         if let Some(h) = histogram {
             self.settle_batches = h;
-        }
-        self
-    }
-
-    /// Observes each checkpoint's time in `histogram`
-    /// (`hookgate_store_checkpoint_seconds`).
-    pub(crate) fn observe_checkpoints(self, histogram: Option<Histogram>) -> Self {
-        if let Some(h) = histogram {
-            let _ = self.checkpoints.set(h);
         }
         self
     }
@@ -268,128 +240,6 @@ impl Worker {
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         answered.await.map_err(|_| StoreError::Closed)?
     }
-}
-
-/// Moves checkpoints off the writer. By default SQLite checkpoints inside
-/// the commit that brings the WAL to 1,000 frames: that commit copies them
-/// into the database file and fsyncs it before it returns, and every
-/// acknowledgement waiting on it waits too (9 % of the queued profile; the
-/// soak's answers over 100 ms every few seconds, `benches/RESULTS.md`,
-/// fourteenth round). Here the writer's WAL hook (which replaces SQLite's
-/// automatic checkpoint on that connection) signals every
-/// [`CHECKPOINT_PAGES`] frames, and a thread with its own connection runs a
-/// `PASSIVE` checkpoint: it copies what is committed without blocking the
-/// writer, which goes on appending. The WAL starts over only at a write
-/// that finds every frame copied, which a checkpointer chasing the writer
-/// never sees under steady load; so once the WAL holds [`RESTART_FRAMES`]
-/// the writer copies the remainder itself after its commit (what the
-/// checkpointer has not reached yet, not the whole WAL) and its next write
-/// starts the WAL over. Durability does not change: every
-/// `FULL` commit still fsyncs the WAL before it returns. The thread ends
-/// when the writer's connection closes (the hook, and its sender, go with
-/// it).
-async fn start_checkpointer(
-    path: &Path,
-    writer: &Worker,
-    observed: Arc<OnceLock<Histogram>>,
-) -> Result<(), StoreError> {
-    // Frames the last checkpoint left copied; the hook signals once the WAL
-    // holds CHECKPOINT_PAGES more (or, after the WAL started over, that many).
-    let copied = Arc::new(AtomicI32::new(0));
-    let (signal, signalled) = mpsc::sync_channel::<()>(1);
-    let done = copied.clone();
-    let (ready, opened) = oneshot::channel();
-    let owned = path.to_owned();
-    std::thread::Builder::new()
-        .name("hookgate-store-checkpointer".to_owned())
-        .spawn(move || {
-            let conn = match open_checkpointer(&owned) {
-                Ok(conn) => {
-                    let _ = ready.send(Ok(()));
-                    conn
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return;
-                }
-            };
-            while signalled.recv().is_ok() {
-                let started = Instant::now();
-                match conn.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), CheckpointMode::PASSIVE) {
-                    Ok((_, ckpt)) if ckpt >= 0 => {
-                        done.store(ckpt, Ordering::Relaxed);
-                        if let Some(h) = observed.get() {
-                            h.observe(started.elapsed().as_secs_f64());
-                        }
-                    }
-                    // -1: this connection does not see the file in WAL
-                    // mode (cannot happen after open_checkpointer's check);
-                    // the writer's hook checkpoints itself past the limit.
-                    Ok(_) => tracing::warn!("store checkpoint did not run: the file is not in WAL mode"),
-                    // Another connection (the `events` CLI's) is
-                    // checkpointing: the next signal tries again.
-                    Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
-                    Err(e) => tracing::warn!(error = %e, "store checkpoint failed; the WAL grows until one succeeds"),
-                }
-            }
-        })
-        .map_err(|e| StoreError::Open(format!("{}: cannot start a thread: {e}", path.display())))?;
-    opened.await.map_err(|_| StoreError::Closed)??;
-    writer
-        .run("open", move |conn| {
-            // The WAL's frames at the last commit: fewer now means it
-            // started over, and what the last checkpoint copied is gone.
-            let mut before = 0;
-            conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, frames: i32| {
-                if frames < before {
-                    copied.store(0, Ordering::Relaxed);
-                }
-                before = frames;
-                let waiting = frames - copied.load(Ordering::Relaxed).clamp(0, frames);
-                if frames >= RESTART_FRAMES {
-                    // Time for the WAL to start over, which the next write
-                    // does only if every frame is in the file by then: the
-                    // checkpointer, chasing a writer that keeps appending,
-                    // never gets there on its own (under steady load the
-                    // WAL grew to 9 GB). So the writer copies here what the
-                    // checkpointer has not yet, a few hundred frames, as
-                    // SQLite would have copied all of them. A failure (the
-                    // checkpointer holds the checkpoint lock: busy) is
-                    // tried again at the next commit; an error returned
-                    // here would fail the statement that committed.
-                    let _ = wal.checkpoint();
-                } else if waiting >= CHECKPOINT_PAGES {
-                    // Full: a signal is pending already.
-                    let _ = signal.try_send(());
-                }
-                Ok(())
-            }))
-        })
-        .await
-        .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))
-}
-
-/// The checkpointer's connection, attached to the file's WAL: a connection
-/// that has not read the file yet does not know it is in WAL mode, and its
-/// checkpoint does nothing (and reports -1 frames).
-fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
-    let failed = |e: rusqlite::Error| StoreError::Open(format!("{}: {e}", path.display()));
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(failed)?;
-    let mode: String = conn
-        .pragma_query_value(None, "journal_mode", |row| row.get(0))
-        .map_err(failed)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Open(format!(
-            "{}: the checkpointer sees journal_mode {mode}, not wal",
-            path.display()
-        )));
-    }
-    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
-        row.get::<_, i64>(0)
-    })
-    .map_err(failed)?;
-    Ok(conn)
 }
 
 /// The waiting settles; a panic while they were held leaves nothing half-done.
@@ -1355,47 +1205,6 @@ mod tests {
         assert!(child.wait().unwrap().success());
     }
 
-    /// Commits that fill the WAL are checkpointed by the checkpointer
-    /// thread (its histogram sees them) into the database file, and every
-    /// event is there after the store is closed and opened again.
-    #[tokio::test]
-    async fn the_checkpointer_copies_the_wal_into_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("events.db");
-        let seconds = Histogram::new([0.001, 0.01, 0.1, 1.0]);
-        let store = open(&path)
-            .await
-            .unwrap()
-            .observe_checkpoints(Some(seconds.clone()));
-        // 40 commits of 25 events of 3 KB: about 1,000 pages of table alone.
-        let body = vec![b'x'; 3000];
-        let mut ids = Vec::new();
-        for _ in 0..40 {
-            let batch: Vec<_> = (0..25).map(|_| suite::event("r", T0, &body)).collect();
-            ids.extend(batch.iter().map(|e| e.id));
-            store.ingest(batch).await.unwrap();
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while crate::store::batch::tests::observed(&seconds).0 == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no checkpoint in 10 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let file = std::fs::metadata(&path).unwrap().len();
-        assert!(file > 2_000_000, "the file holds the events: {file} bytes");
-        drop(store);
-
-        let again = open(&path).await.unwrap();
-        for id in [ids[0], ids[499], ids[999]] {
-            let (rec, body) = again.get(id, true).await.unwrap().unwrap();
-            assert_eq!(rec.state, State::Pending);
-            assert_eq!(body.map(|b| b.len()), Some(3000));
-        }
-        assert_eq!(again.stats().await.unwrap()[0].pending, 1000);
-    }
-
     #[tokio::test]
     async fn reopen_keeps_data() {
         let dir = tempfile::tempdir().unwrap();
@@ -1611,7 +1420,6 @@ mod tests {
         let closed = SqliteStore {
             writer: Worker { jobs: tx.clone() },
             reader: Worker { jobs: tx },
-            checkpoints: Arc::default(),
             path: store.path().to_owned(),
             settles: Arc::default(),
             settle_batches: crate::observe::metrics::batch_histogram(),
