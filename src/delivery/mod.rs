@@ -661,11 +661,12 @@ async fn purges(store: Store, retention: Vec<Retention>, stop: CancellationToken
         }
         let started = Instant::now();
         let pace = PurgePace::new(PURGE_PACE, PURGE_EVERY / 2);
-        match store.purge(now_ms(), &retention, pace).await {
+        match store.purge(now_ms(), &retention, pace.clone()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 deleted = n,
                 elapsed_ms = started.elapsed().as_millis() as u64,
+                paced_ms = pace.waited().as_millis() as u64,
                 "retention purge"
             ),
             Err(e) => tracing::warn!(error = %e, "retention purge failed; retried in a minute"),

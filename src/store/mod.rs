@@ -260,11 +260,14 @@ pub(crate) struct Retention {
 /// every answer for up to 1.6 s (`benches/RESULTS.md`, fourteenth round).
 /// Once a pass has run `budget`, it stops waiting: a purge that cannot keep
 /// up must not let the store grow without bound.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct PurgePace {
     ratio: u32,
     budget: std::time::Duration,
     started: std::time::Instant,
+    /// Nanoseconds waited so far, shared by the clones (for the log line
+    /// and the tests).
+    waited: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PurgePace {
@@ -274,7 +277,13 @@ impl PurgePace {
             ratio,
             budget,
             started: std::time::Instant::now(),
+            waited: std::sync::Arc::default(),
         }
+    }
+
+    /// How long this pass (and its clones) has waited between chunks.
+    pub(crate) fn waited(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.waited.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// No waiting (tests, and a caller that wants the purge done now).
@@ -295,6 +304,9 @@ impl PurgePace {
     pub(crate) async fn after_chunk(&self, took: std::time::Duration) {
         let wait = self.wait_after(took);
         if !wait.is_zero() {
+            let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+            self.waited
+                .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(wait).await;
         }
     }

@@ -62,6 +62,7 @@ macro_rules! engine_suite {
             stats_counts_by_route,
             purge_respects_retention,
             purge_goes_past_one_chunk,
+            purge_paced_waits_between_chunks,
             ping_answers,
         );
     };
@@ -891,6 +892,34 @@ pub(crate) async fn purge_goes_past_one_chunk<E: Engine>(e: &E) {
         e.purge(T0 + 100, &[], PurgePace::flat_out()).await.unwrap(),
         0
     );
+}
+
+/// A paced purge waits between its chunks (2,500 expired keys: several
+/// chunks in either engine) and still deletes everything in one call; a
+/// purge flat out never waits.
+pub(crate) async fn purge_paced_waits_between_chunks<E: Engine>(e: &E) {
+    let batch: Vec<NewEvent> = (0..2_500)
+        .map(|i| keyed_event("r1", T0 + i, format!("{{\"n\":{i}}}").as_bytes(), T0 + 50))
+        .collect();
+    e.ingest(batch).await.unwrap();
+    let paced = PurgePace::new(1, std::time::Duration::from_secs(3600));
+    assert_eq!(e.purge(T0 + 100, &[], paced.clone()).await.unwrap(), 2_500);
+    assert!(paced.waited() > std::time::Duration::ZERO, "it waited");
+
+    let batch: Vec<NewEvent> = (0..2_500)
+        .map(|i| {
+            keyed_event(
+                "r1",
+                T0 + 200 + i,
+                format!("{{\"m\":{i}}}").as_bytes(),
+                T0 + 250,
+            )
+        })
+        .collect();
+    e.ingest(batch).await.unwrap();
+    let flat = PurgePace::flat_out();
+    assert_eq!(e.purge(T0 + 300, &[], flat.clone()).await.unwrap(), 2_500);
+    assert_eq!(flat.waited(), std::time::Duration::ZERO);
 }
 
 /// `ping` answers on a healthy store.
