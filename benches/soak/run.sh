@@ -322,11 +322,10 @@ if "slow_seconds" in soak:
             doc = json.loads(line)
         except ValueError:
             continue
-        f = doc.get("fields", doc)
-        if f.get("message") != "retention purge":
+        if doc.get("message") != "retention purge":
             continue
         end = datetime.datetime.fromisoformat(doc["timestamp"].replace("Z", "+00:00")).timestamp() - t0
-        purges.append((end - f.get("elapsed_ms", 0) / 1000, end, f.get("deleted")))
+        purges.append((end - doc.get("elapsed_ms", 0) / 1000, end, doc.get("deleted")))
     w(f"Seconds of the load whose slowest answer took 100 ms or more: {len(soak['slow_seconds'])}, in {len(runs)} runs; the retention purges beside them (s since the load began):")
     w("")
     w("| what | from s | to s | slowest ms / rows deleted |")

@@ -28,6 +28,10 @@ pub(crate) mod sqlite;
 #[cfg(test)]
 mod suite;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
 use uuid::Uuid;
@@ -263,50 +267,49 @@ pub(crate) struct Retention {
 #[derive(Debug, Clone)]
 pub(crate) struct PurgePace {
     ratio: u32,
-    budget: std::time::Duration,
-    started: std::time::Instant,
+    budget: Duration,
+    started: Instant,
     /// Nanoseconds waited so far, shared by the clones (for the log line
     /// and the tests).
-    waited: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    waited: Arc<AtomicU64>,
 }
 
 impl PurgePace {
     /// A pass that started now.
-    pub(crate) fn new(ratio: u32, budget: std::time::Duration) -> Self {
+    pub(crate) fn new(ratio: u32, budget: Duration) -> Self {
         Self {
             ratio,
             budget,
-            started: std::time::Instant::now(),
-            waited: std::sync::Arc::default(),
+            started: Instant::now(),
+            waited: Arc::default(),
         }
     }
 
     /// How long this pass (and its clones) has waited between chunks.
-    pub(crate) fn waited(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.waited.load(std::sync::atomic::Ordering::Relaxed))
+    pub(crate) fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited.load(Ordering::Relaxed))
     }
 
     /// No waiting (tests, and a caller that wants the purge done now).
     pub(crate) fn flat_out() -> Self {
-        Self::new(0, std::time::Duration::ZERO)
+        Self::new(0, Duration::ZERO)
     }
 
     /// What to wait after a chunk that took `took`: nothing once the pass
     /// has run its budget.
-    pub(crate) fn wait_after(&self, took: std::time::Duration) -> std::time::Duration {
+    pub(crate) fn wait_after(&self, took: Duration) -> Duration {
         if self.started.elapsed() >= self.budget {
-            return std::time::Duration::ZERO;
+            return Duration::ZERO;
         }
         took * self.ratio
     }
 
     /// Waits [`PurgePace::wait_after`] a chunk that took `took`.
-    pub(crate) async fn after_chunk(&self, took: std::time::Duration) {
+    pub(crate) async fn after_chunk(&self, took: Duration) {
         let wait = self.wait_after(took);
         if !wait.is_zero() {
             let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
-            self.waited
-                .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+            self.waited.fetch_add(nanos, Ordering::Relaxed);
             tokio::time::sleep(wait).await;
         }
     }

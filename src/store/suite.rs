@@ -872,21 +872,27 @@ pub(crate) async fn purge_respects_retention<E: Engine>(e: &E) {
     );
 }
 
-/// `purge` deletes in chunks (so writes queued behind it wait for one chunk
-/// only) and keeps going until nothing is left: 2,500 expired keys, more
-/// than two chunks of either engine, all go in one call.
-pub(crate) async fn purge_goes_past_one_chunk<E: Engine>(e: &E) {
+/// Stores 2,500 events whose keys expire at `T0 + 50`, more than two purge
+/// chunks of either engine; returns the first one's key.
+async fn expiring_keys<E: Engine>(e: &E) -> Key {
     let batch: Vec<NewEvent> = (0..2_500)
         .map(|i| keyed_event("r1", T0 + i, format!("{{\"n\":{i}}}").as_bytes(), T0 + 50))
         .collect();
     let first = batch[0].dedup.as_ref().map(|d| d.key).unwrap();
     let outcome = e.ingest(batch).await.unwrap();
     assert!(outcome.iter().all(|o| *o == Ingested::Stored));
+    first
+}
+
+/// `purge` deletes in chunks (so writes queued behind it wait for one chunk
+/// only) and keeps going until nothing is left: 2,500 expired keys all go
+/// in one call, and a purge flat out never waits between its chunks.
+pub(crate) async fn purge_goes_past_one_chunk<E: Engine>(e: &E) {
+    let first = expiring_keys(e).await;
     assert!(e.seen(&first, T0).await.unwrap());
-    assert_eq!(
-        e.purge(T0 + 100, &[], PurgePace::flat_out()).await.unwrap(),
-        2_500
-    );
+    let flat = PurgePace::flat_out();
+    assert_eq!(e.purge(T0 + 100, &[], flat.clone()).await.unwrap(), 2_500);
+    assert_eq!(flat.waited(), std::time::Duration::ZERO);
     assert!(!e.seen(&first, T0).await.unwrap(), "the first chunk went");
     assert_eq!(
         e.purge(T0 + 100, &[], PurgePace::flat_out()).await.unwrap(),
@@ -894,32 +900,13 @@ pub(crate) async fn purge_goes_past_one_chunk<E: Engine>(e: &E) {
     );
 }
 
-/// A paced purge waits between its chunks (2,500 expired keys: several
-/// chunks in either engine) and still deletes everything in one call; a
-/// purge flat out never waits.
+/// A paced purge waits between its chunks and still deletes everything in
+/// one call.
 pub(crate) async fn purge_paced_waits_between_chunks<E: Engine>(e: &E) {
-    let batch: Vec<NewEvent> = (0..2_500)
-        .map(|i| keyed_event("r1", T0 + i, format!("{{\"n\":{i}}}").as_bytes(), T0 + 50))
-        .collect();
-    e.ingest(batch).await.unwrap();
+    expiring_keys(e).await;
     let paced = PurgePace::new(1, std::time::Duration::from_secs(3600));
     assert_eq!(e.purge(T0 + 100, &[], paced.clone()).await.unwrap(), 2_500);
     assert!(paced.waited() > std::time::Duration::ZERO, "it waited");
-
-    let batch: Vec<NewEvent> = (0..2_500)
-        .map(|i| {
-            keyed_event(
-                "r1",
-                T0 + 200 + i,
-                format!("{{\"m\":{i}}}").as_bytes(),
-                T0 + 250,
-            )
-        })
-        .collect();
-    e.ingest(batch).await.unwrap();
-    let flat = PurgePace::flat_out();
-    assert_eq!(e.purge(T0 + 300, &[], flat.clone()).await.unwrap(), 2_500);
-    assert_eq!(flat.waited(), std::time::Duration::ZERO);
 }
 
 /// `ping` answers on a healthy store.
